@@ -1,0 +1,115 @@
+"""The four image classifiers of Chen et al. 2018, Table 1, on one footing.
+
+ResNet, RK-Net and ODE-Net share the downsampling stem and the head; they differ
+only in the middle: L residual blocks (ResNet), one ODE solve differentiated
+through the solver's operations (RK-Net), or one ODE solve differentiated by the
+adjoint method (ODE-Net). The MLP baseline is a one-hidden-layer net on pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from lit_papers.neural_ode.dynamics import ConvDynamics, ResidualStack
+from lit_papers.neural_ode.odeblock import ODEBlock
+
+
+def _gn(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, channels), channels)
+
+
+def downsampling_stem(in_ch: int, channels: int) -> nn.Sequential:
+    """(N, in_ch, H, W) -> (N, channels, ~H/4, ~W/4): one conv and two stride-2 convs."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, channels, 3, 1),
+        _gn(channels), nn.ReLU(),
+        nn.Conv2d(channels, channels, 4, 2, 1),
+        _gn(channels), nn.ReLU(),
+        nn.Conv2d(channels, channels, 4, 2, 1),
+    )
+
+
+def classifier_head(channels: int, num_classes: int) -> nn.Sequential:
+    """(N, channels, h, w) -> (N, num_classes) logits via global average pooling."""
+    return nn.Sequential(
+        _gn(channels), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(channels, num_classes),
+    )
+
+
+class FeatureClassifier(nn.Module):
+    """stem -> middle (residual stack or ODE block) -> head."""
+
+    def __init__(self, stem: nn.Module, middle: nn.Module, head: nn.Module):
+        super().__init__()
+        self.stem, self.middle, self.head = stem, middle, head
+
+    @property
+    def ode_block(self) -> ODEBlock | None:
+        """The ODE block when the middle is one (for NFE logging), else None."""
+        return self.middle if isinstance(self.middle, ODEBlock) else None
+
+    def forward(self, x):
+        return self.head(self.middle(self.stem(x)))
+
+
+def _mlp(input_shape, num_classes, hidden: int = 300, **_) -> nn.Module:
+    in_features = 1
+    for d in input_shape:
+        in_features *= d
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+    )
+
+
+def _resnet(input_shape, num_classes, channels: int = 64, depth: int = 6, **_) -> nn.Module:
+    # Autonomous branches: a ResNet block does not see its depth index.
+    blocks = [ConvDynamics(channels, time_dependent=False) for _ in range(depth)]
+    middle = ResidualStack(blocks, depth)
+    return FeatureClassifier(
+        downsampling_stem(input_shape[0], channels), middle, classifier_head(channels, num_classes)
+    )
+
+
+def _ode_classifier(adjoint: bool) -> Callable[..., nn.Module]:
+    def factory(input_shape, num_classes, channels: int = 64, **solver) -> nn.Module:
+        solver.pop("depth", None)
+        solver.pop("hidden", None)
+        middle = ODEBlock(ConvDynamics(channels), adjoint=adjoint, **solver)
+        return FeatureClassifier(
+            downsampling_stem(input_shape[0], channels), middle,
+            classifier_head(channels, num_classes),
+        )
+
+    return factory
+
+
+# Methods as data: Table 1's model families by name.
+VARIANTS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": _mlp,
+    "resnet": _resnet,
+    "rknet": _ode_classifier(adjoint=False),
+    "odenet": _ode_classifier(adjoint=True),
+}
+
+
+def build_classifier(variant: str, input_shape, num_classes: int, **kwargs) -> nn.Module:
+    """Build one of Table 1's models.
+
+    Args:
+        variant: ``mlp`` | ``resnet`` | ``rknet`` | ``odenet``.
+        input_shape: (C, H, W) of the images.
+        num_classes: number of output logits.
+        **kwargs: ``hidden`` (mlp), ``channels`` and ``depth`` (resnet), ``channels`` and the
+            ``ODEBlock`` solver arguments (rknet/odenet); arguments another variant uses are ignored.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown Neural ODE variant {variant!r}; valid variants: {sorted(VARIANTS)}")
+    return VARIANTS[variant](tuple(input_shape), num_classes, **kwargs)
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
