@@ -1,0 +1,155 @@
+"""The `python -m lit_papers` command line: LightningCLI plus run folders, W&B and clear errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import ArgsType, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+import lit_papers.modules  # noqa: F401  (registers every module and datamodule for short names)
+from lit_papers.core import run_folder
+from lit_papers.core.errors import RunFailed, UsageError
+from lit_papers.core.summary import RunArtifacts
+
+EXIT_USAGE = 2
+
+# Lightning 2.6 on torch 2.14 warns about a torch pytree deprecation on every step; it is not ours to fix.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+class LitPapersCLI(LightningCLI):
+    """LightningCLI whose runs each get `runs/<experiment>/<version>/` with metrics, checkpoints,
+    figures, config and summary; `--ckpt_path last|best` resolves inside the experiment's runs."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--experiment", type=Optional[str], default=None,
+                            help="Run folder name under run_root (default: the first config file's name).")
+        parser.add_argument("--run_root", type=str, default="runs", help="Where run folders are created.")
+        parser.add_argument("--run_version", type=Optional[str], default=None,
+                            help="Run folder version (default: next free version_N).")
+        parser.add_argument("--wandb_project", type=str, default="lit-papers", help="W&B project.")
+        parser.add_argument("--wandb_entity", type=Optional[str], default=None, help="W&B entity.")
+        parser.add_argument("--wandb_mode", type=Optional[str], default=None,
+                            help="online, offline or disabled (default: WANDB_MODE, else online with "
+                                 "credentials, offline without).")
+        parser.add_argument("--test_after_fit", type=Optional[bool], default=None,
+                            help="Test the best checkpoint after fit (default: the module's choice).")
+
+    # -- run folder + loggers + default callbacks ----------------------------------------------
+    def _experiment_name(self, cfg) -> str:
+        if cfg.get("experiment"):
+            return str(cfg["experiment"])
+        configs = cfg.get("config") or []
+        if configs:
+            first = configs[0]
+            path = getattr(first, "relative", None) or getattr(first, "absolute", None) or str(first)
+            return Path(str(path)).stem
+        return type(self.model).__name__.removesuffix("Module").lower() or "run"
+
+    def _resolve_ckpt(self, cfg, root: Path, experiment: str) -> Optional[Path]:
+        ckpt = cfg.get("ckpt_path")
+        if ckpt in ("last", "best"):
+            path = run_folder.latest_checkpoint(root, experiment, ckpt)
+        elif ckpt:
+            path = Path(ckpt)
+            if not path.is_file():
+                raise UsageError(f"--ckpt_path {ckpt}: no such checkpoint file. Give an existing .ckpt, "
+                                 f"or 'last'/'best' for the newest run of experiment {experiment!r}.")
+        else:
+            return None
+        cfg["ckpt_path"] = str(path)
+        return path
+
+    def _instantiate_trainer(self, config, callbacks):
+        cfg = self.config_init[self.subcommand]
+        if config.get("fast_dev_run") or config.get("logger") is False:
+            return super()._instantiate_trainer(config, callbacks)
+        root = Path(cfg.get("run_root") or "runs")
+        experiment = self._experiment_name(cfg)
+        resume = self._resolve_ckpt(cfg, root, experiment)
+        folder = run_folder.allocate(root, experiment, cfg.get("run_version"), resume)
+        self.run_dir = folder
+        ours = run_folder.make_loggers(folder, experiment, cfg["wandb_project"], cfg.get("wandb_entity"),
+                                       cfg.get("wandb_mode"))
+        user = config.get("logger")
+        user = [] if user in (None, True) else (list(user) if isinstance(user, (list, tuple)) else [user])
+        # The CSV logger goes first: Lightning takes trainer.log_dir (config.yaml) from it.
+        config["logger"] = [ours[0], *[lg for lg in user if isinstance(lg, Logger)
+                                       and not isinstance(lg, CSVLogger)], *ours[1:]]
+        config.setdefault("default_root_dir", str(folder))
+        if config.get("default_root_dir") in (None, "", "."):
+            config["default_root_dir"] = str(folder)
+        existing = list(config.get("callbacks") or [])
+        extra = [RunArtifacts(seed=self.config_init[self.subcommand].get("seed_everything"),
+                              experiment=experiment)]
+        if not any(isinstance(cb, ModelCheckpoint) for cb in existing + list(callbacks)):
+            monitor, mode = getattr(self.model, "checkpoint_monitor", ("val/acc", "max"))
+            extra.append(ModelCheckpoint(dirpath=folder / "checkpoints", filename="best-{epoch}-{step}",
+                                         monitor=monitor, mode=mode, save_last=True, save_top_k=1,
+                                         auto_insert_metric_name=False))
+        return super()._instantiate_trainer(config, list(callbacks) + extra)
+
+    def after_fit(self) -> None:
+        cfg = self.config_init[self.subcommand]
+        wanted = cfg.get("test_after_fit")
+        wanted = getattr(self.model, "test_after_fit", True) if wanted is None else wanted
+        if not wanted or self.trainer.interrupted or self.trainer.fast_dev_run:
+            return
+        dm = self.datamodule
+        has_test = dm is not None and type(dm).test_dataloader is not LightningDataModule.test_dataloader
+        if not has_test and type(self.model).test_dataloader is LightningModule.test_dataloader:
+            return
+        ckpt = self.trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
+        self.trainer.test(self.model, datamodule=dm, ckpt_path=best or None, weights_only=False)
+
+
+def _cli(args: ArgsType = None) -> LitPapersCLI:
+    return LitPapersCLI(
+        model_class=None,
+        datamodule_class=None,
+        save_config_callback=SaveConfigCallback,
+        save_config_kwargs={"overwrite": True},  # a requeue/resume rewrites it instead of aborting
+        auto_configure_optimizers=False,  # optimisers are module arguments (IMP rounds and FGE need them)
+        parser_kwargs={"default_env": False},
+        args=args,
+    )
+
+
+def _explain(err: BaseException) -> str:
+    msg = str(err).strip() or type(err).__name__
+    return " ".join(msg.split())
+
+
+def main(args: ArgsType = None) -> LitPapersCLI | None:
+    """Entry point of `python -m lit_papers`. Usage errors exit with code 2 and a one-paragraph message."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] == "sweep":
+        from lit_papers.sweep import main as sweep_main
+
+        return sweep_main(argv[1:])
+    try:
+        return _cli(argv)
+    except UsageError as err:
+        _fail(f"error: {_explain(err)}", EXIT_USAGE)
+    except RunFailed as err:
+        _fail(f"run failed: {_explain(err)}", 1)
+    except (ValueError, TypeError) as err:
+        if os.environ.get("JSONARGPARSE_DEBUG") or os.environ.get("LIT_PAPERS_DEBUG"):
+            raise
+        # Raised while building the model/data from the config: the user's values are wrong.
+        _fail(f"error: {type(err).__name__}: {_explain(err)} (set LIT_PAPERS_DEBUG=1 for the traceback)",
+              EXIT_USAGE)
+    return None
+
+
+def _fail(message: str, code: int) -> None:
+    print(message, file=sys.stderr)
+    raise SystemExit(code)

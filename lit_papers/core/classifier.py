@@ -1,0 +1,114 @@
+"""`ClassifierModule`: the shared LightningModule for image classification."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_papers.models import build_model
+
+from .optim import build_optimizer, build_scheduler
+
+
+class ClassifierModule(L.LightningModule):
+    """A network from `lit_papers.models` trained with cross-entropy.
+
+    Args:
+        arch: registered model name (`lenet300_100`, `mlp`, `convnet`, ...).
+        arch_kwargs: keyword arguments of that model (e.g. `{hidden: [512, 512]}` for `mlp`).
+        num_classes, input_shape: taken from the datamodule when not given.
+        optimizer: `sgd`, `adam` or `adamw`; lr, momentum, weight_decay, nesterov: its settings.
+        lr_schedule: `constant`, `cosine`, `step` (milestones are fractions of training, decay
+            gamma) or `swa_linear`, stepped every optimizer step over the whole fit.
+    """
+
+    #: what the checkpoint callback monitors, and in which direction
+    checkpoint_monitor: tuple[str, str] = ("val/acc", "max")
+    #: run `test` on the best checkpoint right after `fit` (the CLI honours it)
+    test_after_fit: bool = True
+
+    def __init__(self, arch: str = "lenet300_100", arch_kwargs: Optional[dict] = None,
+                 num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
+                 optimizer: str = "adam", lr: float = 1.2e-3, momentum: float = 0.9,
+                 weight_decay: float = 0.0, nesterov: bool = False, lr_schedule: str = "constant",
+                 milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1):
+        super().__init__()
+        self.save_hyperparameters()
+        from lit_papers.models import MODELS
+        from .optim import OPTIMIZERS, SCHEDULES
+
+        MODELS.get(arch), OPTIMIZERS.get(optimizer), SCHEDULES.get(lr_schedule)  # fail fast on names
+        self.net: Optional[nn.Module] = None
+        if num_classes is not None and input_shape is not None:
+            self.net = self.build_network()
+        self.train_acc = MulticlassAccuracy(num_classes or 2, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes or 2, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes or 2, average="micro")
+
+    # -- construction ------------------------------------------------------------------------
+    def build_network(self) -> nn.Module:
+        """The network; override to build something else from `self.hparams`."""
+        hp = self.hparams
+        return build_model(hp.arch, tuple(hp.input_shape), hp.num_classes, **(hp.arch_kwargs or {}))
+
+    def setup(self, stage: str) -> None:
+        if self.net is not None:
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or not hasattr(dm, "num_classes"):
+            raise ValueError(f"{type(self).__name__} needs num_classes and input_shape: give them as "
+                             "model arguments or use a datamodule that defines them (VisionDataModule)")
+        self.hparams.num_classes = int(dm.num_classes)
+        self.hparams.input_shape = tuple(dm.input_shape)
+        self.net = self.build_network()
+        for name in ("train_acc", "val_acc", "test_acc"):
+            setattr(self, name, MulticlassAccuracy(dm.num_classes, average="micro").to(self.device))
+
+    # -- steps -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def model_step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = batch
+        logits = self(x)
+        return F.cross_entropy(logits, y), logits, y
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, logits, y = self.model_step(batch)
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, logits, y = self.model_step(batch)
+        self.val_acc(logits, y)
+        self.log("val/loss", loss, sync_dist=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss, logits, y = self.model_step(batch)
+        self.test_acc(logits, y)
+        self.log("test/loss", loss, sync_dist=True)
+        self.log("test/acc", self.test_acc)
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(-1)
+
+    # -- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = build_optimizer(hp.optimizer, self.parameters(), lr=hp.lr, momentum=hp.momentum,
+                              weight_decay=hp.weight_decay, nesterov=hp.nesterov)
+        if hp.lr_schedule == "constant":
+            return opt
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        sched = build_scheduler(hp.lr_schedule, opt, total, hp.milestones, hp.gamma)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,7 @@
+"""DataModules and raw datasets."""
+
+from .datasets import DATASETS, load_dataset
+from .device_loader import DeviceBatches
+from .vision import VisionDataModule
+
+__all__ = ["DATASETS", "DeviceBatches", "VisionDataModule", "load_dataset"]

@@ -1,0 +1,75 @@
+"""Anderson acceleration (type II, Walker & Ni 2011) for batched fixed-point problems z = f(z)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .solvers import SOLVERS, Fn, ResidualTracker, SolverResult, flat_fn
+
+
+def mixing_weights(G: Tensor, lam: float) -> tuple[Tensor, Tensor]:
+    """Weights alpha (B, n) minimising ||sum_i alpha_i G_i|| subject to sum_i alpha_i = 1.
+
+    G: (B, n, D) past residuals. Solves the bordered system [[0, 1^T], [1, G G^T + lam I]] per
+    sample (lam relative to the mean squared residual). Returns (alpha, failed) where `failed` (B,) marks samples whose system was singular
+    even after raising lam; those get the weight 1 on the newest iterate (a plain iteration step).
+    """
+    batch, n, _ = G.shape
+    GG = G @ G.transpose(1, 2)  # (B, n, n)
+    H = torch.zeros(batch, n + 1, n + 1, dtype=G.dtype, device=G.device)
+    H[:, 0, 1:], H[:, 1:, 0] = 1.0, 1.0
+    rhs = torch.zeros(batch, n + 1, 1, dtype=G.dtype, device=G.device)
+    rhs[:, 0] = 1.0
+    eye = torch.eye(n, dtype=G.dtype, device=G.device)
+    # The ridge is relative to the residual scale so the weights do not degrade to a plain
+    # average as residuals shrink; the second try, with a much larger ridge, cures a singular system.
+    scale = GG.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(G.dtype).tiny)[:, None, None]
+    for ridge in (lam * scale * eye, (lam + 1e-2) * scale * eye):
+        H[:, 1:, 1:] = GG + ridge
+        sol, info = torch.linalg.solve_ex(H, rhs)
+        alpha = sol[:, 1:, 0]  # (B, n)
+        failed = (info != 0) | ~torch.isfinite(alpha).all(dim=1)
+        if not failed.any():
+            return alpha, failed
+        lam_failed = failed
+    newest = torch.zeros_like(alpha)
+    newest[:, -1] = 1.0
+    return torch.where(lam_failed[:, None], newest, alpha), lam_failed
+
+
+@SOLVERS.register("anderson")
+@torch.no_grad()
+def anderson(f: Fn, z0: Tensor, max_iter: int = 50, tol: float = 1e-3, stop_mode: str = "rel",
+             m: int = 6, lam: float = 1e-4, beta: float = 1.0, div_factor: float = 1e6) -> SolverResult:
+    """Anderson acceleration with memory m, ridge lam and mixing beta (the DEQ paper uses 6, 1e-4, 1).
+
+    The next iterate mixes the last m iterates with the weights that minimise the combined
+    residual. A singular mixing system falls back to a larger ridge, then to a plain step, and is
+    counted in `fallbacks`.
+    """
+    if m < 1:
+        raise ValueError(f"anderson memory m must be >= 1, got {m}")
+    shape, fn = z0.shape, flat_fn(f, z0.shape)
+    batch = shape[0]
+    z = z0.reshape(batch, -1).clone()  # (B, D)
+    track = ResidualTracker(z, tol, stop_mode, div_factor)
+    X = torch.zeros(batch, m, z.shape[1], dtype=z.dtype, device=z.device)  # past iterates
+    F = torch.zeros_like(X)  # their images f(z)
+    g = track.update(z, fn(z))
+    X[:, 0], F[:, 0] = z, z + g
+    for k in range(1, max_iter + 1):
+        if track.done():
+            break
+        track.step()
+        n = min(k, m)
+        # Order the ring buffer oldest -> newest so "newest" in mixing_weights is the last row.
+        order = [(k - n + i) % m for i in range(n)]
+        Xn, Fn_ = X[:, order], F[:, order]  # (B, n, D)
+        alpha, failed = mixing_weights(Fn_ - Xn, lam)
+        track.fallbacks += int((failed & track.active).sum())
+        mixed = beta * (alpha[:, None] @ Fn_) + (1 - beta) * (alpha[:, None] @ Xn)  # (B, 1, D)
+        z = torch.where(track.active[:, None], mixed[:, 0], z)
+        g = track.update(z, fn(z))
+        X[:, k % m], F[:, k % m] = z, z + g
+    return track.result(shape)

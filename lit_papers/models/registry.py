@@ -1,0 +1,18 @@
+"""Model registry: every architecture is built as `factory(input_shape, num_classes, **kwargs)`."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lit_papers.core.registry import Registry
+
+MODELS = Registry("model")
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.Module:
+    """Build the registered architecture `name` for inputs of shape (C, H, W) and `num_classes` outputs."""
+    factory = MODELS.get(name)
+    try:
+        return factory(tuple(input_shape), int(num_classes), **kwargs)
+    except TypeError as err:
+        raise TypeError(f"model {name!r} rejected its arguments {sorted(kwargs)}: {err}") from None
