@@ -108,7 +108,8 @@ def test_plane_basis_is_orthonormal_and_places_the_points():
     assert basis.v @ basis.v == pytest.approx(1.0)
     assert abs(float(basis.u @ basis.v)) < 1e-12
     assert basis.project(w0) == pytest.approx((0.0, 0.0), abs=1e-12)
-    assert basis.project(w2) == pytest.approx((torch.linalg.vector_norm((w2 - w0).double()).item(), 0.0), abs=1e-9)
+    length = torch.linalg.vector_norm(w2.double() - w0.double()).item()
+    assert basis.project(w2) == pytest.approx((length, 0.0), abs=1e-9)
     x1, y1 = basis.project(w1)
     assert y1 > 0
     torch.testing.assert_close(basis.point(x1, y1).float(), w1)  # w1 lies in its own plane

@@ -132,7 +132,8 @@ class CurveNet(nn.Module):
         for k in range(1, last):
             a = k / last
             for n in self.names:
-                self.points[k][_key(n)].copy_((1 - a) * self.points[0][_key(n)] + a * self.points[last][_key(n)])
+                start, end = self.points[0][_key(n)], self.points[last][_key(n)]
+                self.points[k][_key(n)].copy_((1 - a) * start + a * end)
 
     # ---- the curve ----------------------------------------------------------------------
     def coefficients(self, t: float | Tensor) -> Tensor:

@@ -56,8 +56,8 @@ def evaluate_path(net: nn.Module, weights_fn: Callable[[float], Mapping[str, Ten
     `train_nll`, `train_err`, `test_nll`, `test_err` (errors in %) and `dl` (the length
     ||w(t_i) - w(t_{i-1})|| of each step, 0 at the first point).
     """
-    rows: dict[str, list[float]] = {k: [] for k in
-                                    ("t", "train_loss", "train_nll", "train_err", "test_nll", "test_err", "dl")}
+    keys = ("t", "train_loss", "train_nll", "train_err", "test_nll", "test_err", "dl")
+    rows: dict[str, list[float]] = {k: [] for k in keys}
     previous = None
     for t in ts:
         weights = weights_fn(float(t))
@@ -79,7 +79,8 @@ def summarize(values: np.ndarray, dl: np.ndarray) -> dict[str, float]:
     """start/end/min/max/mean, the length-weighted integral (trapezoid rule, divided by the
     path length) and the barrier height = max - mean of the two endpoints."""
     length = float(dl[1:].sum())
-    integral = float((0.5 * (values[:-1] + values[1:]) * dl[1:]).sum() / length) if length > 0 else float("nan")
+    trapezoids = 0.5 * (values[:-1] + values[1:]) * dl[1:]
+    integral = float(trapezoids.sum() / length) if length > 0 else float("nan")
     return {
         "start": float(values[0]), "end": float(values[-1]),
         "min": float(values.min()), "max": float(values.max()), "mean": float(values.mean()),

@@ -46,8 +46,8 @@ class CycleSchedule:
         """0-based epoch inside a cycle at whose end the member is taken."""
         e = self.snapshot_at * cycle_epochs
         if e != int(e) or e < 1:
-            raise ValueError(f"a snapshot at {self.snapshot_at:g} of a {cycle_epochs}-epoch cycle does not fall "
-                             "on an epoch boundary; FGE needs an even cycle length (e.g. cycle_epochs=2)")
+            raise ValueError(f"a snapshot at {self.snapshot_at:g} of a {cycle_epochs}-epoch cycle does not "
+                             "fall on an epoch boundary; FGE needs an even cycle length, e.g. cycle_epochs=2")
         return int(e) - 1
 
 

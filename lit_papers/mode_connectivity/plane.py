@@ -45,7 +45,7 @@ def plane_basis(w0: Tensor, w1: Tensor, w2: Tensor) -> PlaneBasis:
     u = u / u_norm
     v = (w1 - w0) - ((w1 - w0) @ u) * u
     v_norm = torch.linalg.vector_norm(v)
-    if v_norm == 0:
+    if v_norm <= 1e-6 * max(float(u_norm), float(torch.linalg.vector_norm(w1 - w0))):  # relative: round-off
         raise ValueError("the three weight vectors are collinear: the plane is undefined "
                          "(train the curve first, or pass a bend that is off the segment)")
     return PlaneBasis(origin=w0, u=u, v=v / v_norm)
