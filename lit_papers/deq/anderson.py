@@ -12,8 +12,9 @@ def mixing_weights(G: Tensor, lam: float) -> tuple[Tensor, Tensor]:
     """Weights alpha (B, n) minimising ||sum_i alpha_i G_i|| subject to sum_i alpha_i = 1.
 
     G: (B, n, D) past residuals. Solves the bordered system [[0, 1^T], [1, G G^T + lam I]] per
-    sample (lam relative to the mean squared residual). Returns (alpha, failed) where `failed` (B,) marks samples whose system was singular
-    even after raising lam; those get the weight 1 on the newest iterate (a plain iteration step).
+    sample (lam relative to the mean squared residual). Returns (alpha, fell_back): `fell_back` (B,)
+    marks samples whose system was singular at the requested lam; they are retried with a larger
+    ridge and, if still singular, get weight 1 on the newest iterate (a plain iteration step).
     """
     batch, n, _ = G.shape
     GG = G @ G.transpose(1, 2)  # (B, n, n)
@@ -25,17 +26,18 @@ def mixing_weights(G: Tensor, lam: float) -> tuple[Tensor, Tensor]:
     # The ridge is relative to the residual scale so the weights do not degrade to a plain
     # average as residuals shrink; the second try, with a much larger ridge, cures a singular system.
     scale = GG.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(G.dtype).tiny)[:, None, None]
+    first_failed = None
     for ridge in (lam * scale * eye, (lam + 1e-2) * scale * eye):
         H[:, 1:, 1:] = GG + ridge
         sol, info = torch.linalg.solve_ex(H, rhs)
         alpha = sol[:, 1:, 0]  # (B, n)
         failed = (info != 0) | ~torch.isfinite(alpha).all(dim=1)
+        first_failed = failed if first_failed is None else first_failed
         if not failed.any():
-            return alpha, failed
-        lam_failed = failed
+            return alpha, first_failed
     newest = torch.zeros_like(alpha)
     newest[:, -1] = 1.0
-    return torch.where(lam_failed[:, None], newest, alpha), lam_failed
+    return torch.where(failed[:, None], newest, alpha), first_failed
 
 
 @SOLVERS.register("anderson")

@@ -46,8 +46,8 @@ class ResidualTracker:
     """Per-sample residuals, best iterate, freezing and the residual trace shared by all solvers.
 
     `tol` applies to the relative residual ||g|| / ||f(z)|| (stop_mode="rel") or to ||g||
-    ("abs"), with g = f(z) - z. A sample whose residual exceeds `div_factor` times its first
-    residual (or turns non-finite) is frozen as diverged.
+    ("abs"), with g = f(z) - z. A sample whose absolute residual exceeds `div_factor` times its
+    first one (or turns non-finite) is frozen as diverged.
     """
 
     def __init__(self, z0: Tensor, tol: float, stop_mode: str, div_factor: float):
@@ -76,7 +76,7 @@ class ResidualTracker:
         rel_res = torch.where(finite, rel_res, torch.full_like(rel_res, float("inf")))
         stop_res = rel_res if self.stop_mode == "rel" else abs_res
         if self.first is None:
-            self.first = stop_res.clamp_min(self.tol)
+            self.first = abs_res.clamp_min(1e-12)
         # Only active samples may improve their best iterate; frozen ones keep theirs.
         better = self.active & (stop_res < (self.best_rel if self.stop_mode == "rel" else self.best_abs))
         self.best_z = torch.where(better[:, None], z, self.best_z)
@@ -84,7 +84,9 @@ class ResidualTracker:
         self.best_rel = torch.where(better, rel_res, self.best_rel)
         self.trace.append(torch.where(self.active, stop_res, torch.full_like(stop_res, float("nan"))))
         newly_conv = self.active & (stop_res <= self.tol)
-        newly_div = self.active & (~finite | (stop_res > self.div_factor * self.first))
+        # Divergence is judged on the absolute residual: the relative one is meaningless when
+        # f(z) passes near 0 (e.g. an oscillating iteration).
+        newly_div = self.active & (~finite | (abs_res > self.div_factor * self.first))
         self.converged |= newly_conv
         self.diverged |= newly_div & ~newly_conv
         self.active &= ~(newly_conv | newly_div)
