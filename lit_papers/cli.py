@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 import lit_papers.modules  # noqa: F401  (registers every module and datamodule for short names)
 from lit_papers.core import run_folder
 from lit_papers.core.errors import RunFailed, UsageError
+from lit_papers.core.rng_state import RngState
 from lit_papers.core.summary import RunArtifacts
 
 EXIT_USAGE = 2
@@ -88,7 +89,7 @@ class LitPapersCLI(LightningCLI):
             config["default_root_dir"] = str(folder)
         existing = list(config.get("callbacks") or [])
         extra = [RunArtifacts(seed=self.config_init[self.subcommand].get("seed_everything"),
-                              experiment=experiment)]
+                              experiment=experiment), RngState()]
         if not any(isinstance(cb, ModelCheckpoint) for cb in existing + list(callbacks)):
             monitor, mode = getattr(self.model, "checkpoint_monitor", ("val/acc", "max"))
             extra.append(ModelCheckpoint(dirpath=folder / "checkpoints", filename="best-{epoch}-{step}",

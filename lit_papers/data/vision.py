@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from .augment import random_crop_flip
 from .datasets import DATASETS, load_dataset
 from .device_loader import DeviceBatches
+from .epoch_shuffle import EpochShuffle
 
 
 class VisionDataModule(L.LightningDataModule):
@@ -52,6 +53,8 @@ class VisionDataModule(L.LightningDataModule):
         self.num_classes = info.num_classes
         self.input_shape = info.input_shape
         self._ready = False
+        #: wraps the training loader, e.g. `StepChunks` set by a module taking several steps per batch
+        self.batch_grouping = None
 
     # -- tensors -----------------------------------------------------------------------------
     def setup(self, stage: Optional[str] = None) -> None:
@@ -91,13 +94,17 @@ class VisionDataModule(L.LightningDataModule):
             epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer else None
             return DeviceBatches(x, y, batch_size, shuffle, seed=self.hparams.seed, rank=rank,
                                  world_size=world, epoch_fn=epoch_fn)
-        gen = torch.Generator().manual_seed(self.hparams.seed) if shuffle else None
-        return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=gen,
+        data = TensorDataset(x, y)
+        # The order is a function of (seed, epoch) so a resumed run sees the same batches.
+        sampler = EpochShuffle(data, self.hparams.seed) if shuffle else None
+        gen = torch.Generator().manual_seed(self.hparams.seed)  # the loader's base seed, not global RNG
+        return DataLoader(data, batch_size=batch_size, sampler=sampler, generator=gen,
                           num_workers=self.hparams.num_workers,
                           persistent_workers=self.hparams.num_workers > 0)
 
     def train_dataloader(self):
-        return self._loader(self.train_x, self.train_y, self.hparams.batch_size, shuffle=True)
+        loader = self._loader(self.train_x, self.train_y, self.hparams.batch_size, shuffle=True)
+        return self.batch_grouping(loader) if self.batch_grouping is not None else loader
 
     def val_dataloader(self):
         if len(self.val_x) == 0:
@@ -115,5 +122,6 @@ class VisionDataModule(L.LightningDataModule):
         if self.hparams.augment and self.trainer is not None and self.trainer.training:
             x, y = batch
             pad = 1 if x.shape[-1] <= 8 else 4
-            batch = (random_crop_flip(x, pad, flip=self.info.flip_augment), y)
+            flat = x.reshape(-1, *x.shape[-3:])  # grouped batches (S, B, C, H, W) augment as S*B images
+            batch = (random_crop_flip(flat, pad, flip=self.info.flip_augment).view_as(x), y)
         return batch
