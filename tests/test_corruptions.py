@@ -12,7 +12,9 @@ def _data(n_train=20000, n_test=500, shape=(3, 8, 8), seed=0):
     g = torch.Generator().manual_seed(seed)
     train_x = torch.randn(n_train, *shape, generator=g) * torch.tensor([1.0, 2.0, 0.5])[:, None, None] + 3.0
     test_x = torch.randn(n_test, *shape, generator=g)
-    return train_x, torch.randint(0, K, (n_train,), generator=g), test_x, torch.randint(0, K, (n_test,), generator=g)
+    train_y = torch.randint(0, K, (n_train,), generator=g)
+    test_y = torch.randint(0, K, (n_test,), generator=g)
+    return train_x, train_y, test_x, test_y
 
 
 def _apply(kind, data, **kw):

@@ -100,7 +100,8 @@ def _check_inputs(kind, train_x, train_y, test_x, test_y, prob, num_classes) -> 
         raise ValueError(f"corruption prob must be in [0, 1], got {prob}")
     for name, x in (("train_x", train_x), ("test_x", test_x)):
         if x.ndim != 4 or not x.is_floating_point():
-            raise TypeError(f"{name} must be a float tensor of shape (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+            raise TypeError(f"{name} must be a float tensor of shape (N, C, H, W), "
+                            f"got {x.dtype} {tuple(x.shape)}")
     for name, y in (("train_y", train_y), ("test_y", test_y)):
         if y.dtype != torch.long:
             raise TypeError(f"{name} must hold int64 class labels, got {y.dtype}")

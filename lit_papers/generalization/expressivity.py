@@ -51,7 +51,8 @@ def fit_two_layer_relu(z: torch.Tensor, y: torch.Tensor, seed: int = 0) -> TwoLa
     two points coincide (no function can then fit arbitrary labels).
     """
     if z.ndim != 2 or y.shape != (z.shape[0],):
-        raise ValueError(f"expected z of shape (n, d) and y of shape (n,), got {tuple(z.shape)}, {tuple(y.shape)}")
+        raise ValueError("expected z of shape (n, d) and y of shape (n,), "
+                         f"got {tuple(z.shape)}, {tuple(y.shape)}")
     y = y.to(z.dtype)
     generator = torch.Generator().manual_seed(seed)
     a = _distinct_projection(z, generator)

@@ -94,7 +94,8 @@ class InceptionSmall(nn.Module):
 
 
 @MODELS.register("inception_small")
-def inception_small(input_shape, num_classes, batch_norm: bool = True, dropout: float = 0.0) -> InceptionSmall:
+def inception_small(input_shape, num_classes, batch_norm: bool = True,
+                    dropout: float = 0.0) -> InceptionSmall:
     if len(input_shape) != 3:
         raise ValueError(f"inception_small needs image inputs (C, H, W), got shape {input_shape}")
     return InceptionSmall(input_shape[0], num_classes, batch_norm, dropout)

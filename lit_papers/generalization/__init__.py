@@ -1,0 +1,9 @@
+"""Zhang et al. (2017), "Understanding deep learning requires rethinking generalization"."""
+
+from .expressivity import TwoLayerReLUInterpolant, fit_two_layer_relu
+from .min_norm import min_norm_interpolant, sgd_from_zero
+from .rademacher import estimate_rademacher, rademacher_from_accuracy
+from .random_labels import RandomLabelModule
+
+__all__ = ["RandomLabelModule", "TwoLayerReLUInterpolant", "estimate_rademacher", "fit_two_layer_relu",
+           "min_norm_interpolant", "rademacher_from_accuracy", "sgd_from_zero"]
