@@ -8,3 +8,4 @@ from lit_papers.data import VisionDataModule  # noqa: F401
 from lit_papers.generalization import RandomLabelModule  # noqa: F401
 from lit_papers.lottery import LotteryTicketModule  # noqa: F401
 from lit_papers.deq import DEQModule  # noqa: F401
+from lit_papers.core.population import PopulationModule  # noqa: F401

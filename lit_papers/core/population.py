@@ -1,0 +1,207 @@
+"""Populations: K independent networks trained at once in one process with `torch.func`.
+
+`StackedMembers` holds the K members' parameters stacked along a new leading axis (one
+`(K, *shape)` parameter per original parameter) and runs them with `vmap(functional_call)`:
+one batched kernel per layer instead of K. Training is ordinary backprop on the sum of the
+members' losses, whose gradient w.r.t. member k's slice is exactly member k's own gradient, and
+the project's optimizers (SGD, Adam, AdamW) are elementwise, so a stacked optimizer step is K
+independent steps. Member k therefore follows the same trajectory as a separate run built right
+after `torch.manual_seed(seed_k)` and fed the same batches (up to float reassociation in the
+batched matmuls).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from .chunked_classifier import ChunkedClassifierModule
+from .figures import run_dir, save_figure
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "-")  # parameter/buffer names may not contain dots
+
+
+class StackedMembers(nn.Module):
+    """K copies of one architecture with independent weights, evaluated with one vmap.
+
+    Args:
+        build: makes one member network (called once per seed, right after seeding).
+        seeds: one seed per member; member k is initialised under `torch.manual_seed(seeds[k])`
+            without disturbing the caller's RNG state.
+    """
+
+    def __init__(self, build: Callable[[], nn.Module], seeds: Sequence[int]):
+        super().__init__()
+        if len(seeds) < 1:
+            raise ValueError("a population needs at least one member seed")
+        members = []
+        for seed in seeds:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                members.append(build())
+        params, buffers = stack_module_state(members)  # name -> (K, *shape)
+        self.names = list(params)
+        self.buffer_names = list(buffers)
+        self.stacked = nn.ParameterDict({_key(n): nn.Parameter(p.detach().clone())
+                                         for n, p in params.items()})
+        for name, value in buffers.items():
+            self.register_buffer(f"stacked-{_key(name)}", value.clone())
+        # The template only supplies the forward code: keep it off the module tree (no parameters,
+        # no state_dict entries, nothing to move between devices).
+        self._template = [members[0].to("meta")]
+        self.num_members = len(seeds)
+
+    def member_params(self) -> dict[str, torch.Tensor]:
+        return {n: self.stacked[_key(n)] for n in self.names}
+
+    def member_buffers(self) -> dict[str, torch.Tensor]:
+        return {n: getattr(self, f"stacked-{_key(n)}") for n in self.buffer_names}
+
+    def forward(self, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
+        """x: (B, ...) shared by all members, or with `per_member` (K, B, ...) -> logits (K, B, C)."""
+        template = self._template[0]
+        template.train(self.training)
+
+        def one(params, buffers, xb):
+            return functional_call(template, (params, buffers), (xb,))
+
+        return vmap(one, in_dims=(0, 0, 0 if per_member else None), randomness="different")(
+            self.member_params(), self.member_buffers(), x)
+
+    def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k as an ordinary `state_dict` of the architecture (load it into `build()`)."""
+        if not 0 <= k < self.num_members:
+            raise ValueError(f"member index must be in [0, {self.num_members}), got {k}")
+        out = {n: t[k].detach().clone() for n, t in self.member_params().items()}
+        out.update({n: t[k].clone() for n, t in self.member_buffers().items()})
+        return out
+
+
+class PopulationModule(ChunkedClassifierModule):
+    """`population` independent classifiers of one architecture trained in one process.
+
+    Every member sees the same batches and differs by its initialisation seed; it is the run that
+    `ClassifierModule` with `seed_everything: <its seed>` would train alone (a test checks it).
+    Per-member metrics are logged as `pop/<k>/{train,val,test}/{loss,acc}`, the plain keys
+    (`val/acc`, ...) hold member means, and `members.json` in the run folder holds each member's
+    seed, final and best metrics. `member_state_dict(k)` extracts one member as a normal network.
+
+    Args (besides ChunkedClassifierModule's):
+        population: number of members K.
+        member_seeds: one seed per member; default run seed + k (member 0 = the single run).
+    """
+
+    def __init__(self, arch: str = "lenet300_100", arch_kwargs: Optional[dict] = None,
+                 num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
+                 optimizer: str = "adam", lr: float = 1.2e-3, momentum: float = 0.9,
+                 weight_decay: float = 0.0, nesterov: bool = False, lr_schedule: str = "constant",
+                 milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1,
+                 step_capture: str = "none", steps_per_call: int = 1, population: int = 4,
+                 member_seeds: Optional[list[int]] = None):
+        if population < 1:
+            raise ValueError(f"population must be >= 1, got {population}")
+        if member_seeds is not None and len(member_seeds) != population:
+            raise ValueError(f"member_seeds has {len(member_seeds)} seeds for population={population}; "
+                             "give one seed per member or leave it unset (run seed + k)")
+        super().__init__(arch=arch, arch_kwargs=arch_kwargs, num_classes=num_classes,
+                         input_shape=input_shape, optimizer=optimizer, lr=lr, momentum=momentum,
+                         weight_decay=weight_decay, nesterov=nesterov, lr_schedule=lr_schedule,
+                         milestones=milestones, gamma=gamma, step_capture=step_capture,
+                         steps_per_call=steps_per_call)
+        self._best: dict[int, dict] = {}  # member -> its best validation epoch
+        self._last: dict[str, dict[str, list[float]]] = {}  # stage -> metric -> per-member value
+        self._history: list[tuple[int, list[float]]] = []  # (epoch, per-member val acc)
+
+    @property
+    def num_members(self) -> int:
+        return int(self.hparams.population)
+
+    def resolved_seeds(self) -> list[int]:
+        hp = self.hparams
+        if hp.get("member_seeds") is not None:
+            return [int(s) for s in hp.member_seeds]
+        base = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        return [base + k for k in range(hp.population)]
+
+    def build_network(self) -> StackedMembers:
+        hp = self.hparams
+        seeds = self.resolved_seeds()
+        hp.member_seeds = seeds  # stored with checkpoints, so a reload rebuilds the same members
+        return StackedMembers(lambda: super(PopulationModule, self).build_network(), seeds)
+
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's weights, loadable into the plain architecture (`build_model(arch, ...)`)."""
+        return self.net.member_state_dict(k)
+
+    # -- per-member records --------------------------------------------------------------------
+    def _log_members(self, stage: str, values: dict[str, torch.Tensor], means: Sequence[str]) -> None:
+        super()._log_members(stage, values, means)
+        record = {name: [float(v) for v in t.detach().cpu()] for name, t in values.items()}
+        self._last[stage] = record
+        if stage == "val" and not self.trainer.sanity_checking:
+            self._history.append((self.current_epoch, record["acc"]))
+            for k, acc in enumerate(record["acc"]):
+                if acc > self._best.get(k, {}).get("val/acc", -1.0):
+                    self._best[k] = {"val/acc": acc, "val/loss": record["loss"][k],
+                                     "epoch": self.current_epoch, "step": self.global_step}
+
+    def on_fit_end(self) -> None:
+        self.write_members()
+        if self._history:
+            save_figure(self.trainer, members_figure(self._history, self.resolved_seeds()), "members_val_acc")
+
+    def on_test_end(self) -> None:
+        self.write_members()
+
+    def members(self) -> list[dict]:
+        """One record per member: seed, last logged metrics per stage, best validation epoch."""
+        out = []
+        for k, seed in enumerate(self.resolved_seeds()):
+            final = {f"{stage}/{name}": vals[k] for stage, rec in self._last.items()
+                     for name, vals in rec.items()}
+            out.append({"member": k, "seed": seed, "final": final, "best": self._best.get(k, {})})
+        return out
+
+    def write_members(self) -> Optional[str]:
+        """Writes `members.json` into the run folder (none without one, e.g. in tests)."""
+        folder = run_dir(self.trainer)
+        if folder is None or not self.trainer.is_global_zero:
+            return None
+        hp = self.hparams
+        data = {"population": hp.population, "arch": hp.arch, "optimizer": hp.optimizer, "lr": hp.lr,
+                "members": self.members()}
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "members.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(folder / "members.json")
+        return str(folder / "members.json")
+
+
+def members_figure(history: Sequence[tuple[int, Sequence[float]]], seeds: Sequence[int]):
+    """Validation accuracy of every member against the epoch, with the member mean."""
+    import matplotlib.pyplot as plt
+
+    epochs = [e for e, _ in history]
+    accs = torch.tensor([list(a) for _, a in history])  # (epochs, K)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for k, seed in enumerate(seeds):
+        ax.plot(epochs, accs[:, k], alpha=0.5, lw=1, label=f"seed {seed}" if len(seeds) <= 8 else None)
+    ax.plot(epochs, accs.mean(1), color="black", lw=2, label="member mean")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val accuracy")
+    ax.set_title(f"population of {len(seeds)} (one process)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
