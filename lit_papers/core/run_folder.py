@@ -120,9 +120,11 @@ def _netrc_has_wandb() -> bool:
 
 def make_loggers(folder: Path, experiment: str, project: str, entity: str | None, mode: str | None) -> list:
     """A CSVLogger writing `metrics.csv` into the run folder, and a WandbLogger beside it."""
-    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+    from lightning.pytorch.loggers import WandbLogger
 
-    loggers = [CSVLogger(save_dir=str(folder.parent.parent), name=experiment, version=folder.name)]
+    from .csv_log import RunCSVLogger
+
+    loggers = [RunCSVLogger(save_dir=str(folder.parent.parent), name=experiment, version=folder.name)]
     resolved, notice = wandb_mode(mode)
     if resolved == "disabled":
         return loggers

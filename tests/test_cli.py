@@ -1,0 +1,100 @@
+"""CLI contract: run folders, rerun safety, resume, usage errors with exit code 2, W&B mode."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from lit_papers.cli import main
+from lit_papers.core import run_folder
+
+QUICK = ["fit", "--config", "configs/classifier.yaml", "--trainer.max_epochs=1",
+         "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+         "--trainer.accelerator=cpu"]
+
+
+def _usage_error(args, capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("--model.arch=resnet9000", "valid model names"),
+    ("--data.dataset=imagenet", "valid dataset names"),
+    ("--model.optimizer=lion", "valid optimizer names"),
+    ("--data.batch_size=-3", "batch_size must be a positive integer"),
+    ("--trainer.max_epochs=abc", "max_epochs"),
+    ("--model=NoSuchModule", "NoSuchModule"),
+])
+def test_bad_input_exits_2_with_message(override, expected, capsys, tmp_path, monkeypatch):
+    from conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    err = _usage_error([*QUICK, override, f"--run_root={tmp_path}"], capsys)
+    assert expected in err
+    assert "Traceback" not in err
+
+
+def test_rerun_gets_a_new_version_and_keeps_the_old(run_cli, tmp_path):
+    first = run_cli(QUICK)
+    before = (first / "summary.json").read_bytes()
+    second = run_cli(QUICK)
+    assert (first.name, second.name) == ("version_0", "version_1")
+    assert (first / "summary.json").read_bytes() == before
+    assert json.loads((second / "summary.json").read_text())["status"] == "finished"
+
+
+def test_explicit_existing_version_is_refused(run_cli, tmp_path, capsys):
+    first = run_cli(QUICK)
+    snapshot = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as info:
+        run_cli([*QUICK, f"--run_version={first.name}"])
+    assert info.value.code == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == snapshot
+
+
+def test_resume_last_continues_the_same_run(run_cli):
+    first = run_cli(QUICK)
+    steps = json.loads((first / "summary.json").read_text())["global_step"]
+    resumed = run_cli([*QUICK, "--trainer.max_epochs=2", "--ckpt_path=last"])
+    assert resumed == first
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["global_step"] == 2 * steps and summary["epochs"] == 2
+    with (first / "metrics.csv").open() as f:
+        epochs = {row["epoch"] for row in csv.DictReader(f)}
+    assert {"0", "1"} <= epochs  # the first epoch's rows were kept, the second's appended
+
+
+def test_resume_without_a_run_is_a_usage_error(run_cli, capsys):
+    with pytest.raises(SystemExit) as info:
+        run_cli([*QUICK, "--ckpt_path=last"])
+    assert info.value.code == 2
+    assert "no run of experiment 'classifier'" in capsys.readouterr().err
+
+
+def test_test_subcommand_on_best_checkpoint_reports_accuracy(run_cli):
+    folder = run_cli(QUICK)
+    again = run_cli(["test", "--config", "configs/classifier.yaml", "--ckpt_path=best",
+                     "--trainer.limit_test_batches=1", "--trainer.accelerator=cpu"])
+    assert again == folder  # the test lands in the run it evaluates
+    assert 0.0 <= json.loads((folder / "summary.json").read_text())["final"]["test/acc"] <= 1.0
+
+
+def test_wandb_mode_never_needs_a_login(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    mode, notice = run_folder.wandb_mode(None)
+    assert mode == "offline" and "wandb sync" in notice
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert run_folder.wandb_mode(None) == ("disabled", None)
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert run_folder.wandb_mode(None) == ("online", None)
+    with pytest.raises(ValueError, match="online, offline or disabled"):
+        run_folder.wandb_mode("sometimes")
