@@ -92,7 +92,7 @@ def summarize(values: np.ndarray, dl: np.ndarray) -> dict[str, float]:
 def path_metrics(path: Mapping[str, np.ndarray], prefix: str) -> dict[str, float]:
     """Flat metric dict, e.g. `curve/train_loss_max`, `segment/train_loss_barrier`, `curve/length`."""
     out = {f"{prefix}/length": float(path["dl"].sum())}
-    for key in ("train_loss", "train_err", "test_nll", "test_err"):
+    for key in ("train_loss", "train_nll", "train_err", "test_nll", "test_err"):
         for stat, value in summarize(path[key], path["dl"]).items():
             out[f"{prefix}/{key}_{stat}"] = value
     return out

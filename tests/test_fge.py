@@ -1,0 +1,106 @@
+"""FGE identities: the per-iteration triangle LR, member count, snapshot point, ensemble = mean softmax."""
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+from lit_papers.data import VisionDataModule
+from lit_papers.mode_connectivity import FGEModule
+from lit_papers.mode_connectivity.fge import CYCLES, ProbabilityEnsemble, ensemble_predict, triangle_lr
+
+A1, A2 = 0.08, 0.002
+
+
+def test_triangle_lr_at_cycle_start_quarter_middle():
+    assert triangle_lr(0.0, A1, A2) == A1
+    assert triangle_lr(0.25, A1, A2) == pytest.approx((A1 + A2) / 2)
+    assert triangle_lr(0.5, A1, A2) == pytest.approx(A2)
+    assert triangle_lr(0.75, A1, A2) == pytest.approx((A1 + A2) / 2)
+    assert triangle_lr(1.0, A1, A2) == A1  # periodic
+
+
+def test_snapshot_epochs_and_even_cycles():
+    assert CYCLES.get("fge")(A1, A2).snapshot_epoch(2) == 0
+    assert CYCLES.get("fge")(A1, A2).snapshot_epoch(4) == 1
+    assert CYCLES.get("sse")(A1).snapshot_epoch(3) == 2
+    with pytest.raises(ValueError, match="even"):
+        CYCLES.get("fge")(A1, A2).snapshot_epoch(3)
+    with pytest.raises(ValueError, match="fge, independent, sse"):
+        FGEModule(schedule="swa")
+
+
+def test_probability_ensemble_is_the_mean_of_member_softmaxes():
+    torch.manual_seed(0)
+    members = [torch.nn.Linear(5, 3) for _ in range(4)]
+    x = torch.randn(11, 5)
+    probs = [torch.softmax(m(x), -1) for m in members]
+    ens = ProbabilityEnsemble()
+    for p in probs:
+        ens.add(p)
+    expected = torch.stack(probs).mean(0)
+    torch.testing.assert_close(ens.probs.float(), expected)
+    torch.testing.assert_close(ensemble_predict(members, x), expected)
+    logit_mean = torch.softmax(torch.stack([m(x) for m in members]).mean(0), -1)
+    assert not torch.allclose(logit_mean, expected)  # averaging logits would be a different ensemble
+
+
+class _RecordLR(Callback):
+    def __init__(self):
+        self.lrs, self.states = {}, {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.states[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+
+
+def _fit(schedule="fge", pretrain=1, cycle=2, cycles=3, batches=4):
+    dm = VisionDataModule(dataset="digits", batch_size=32, val_size=100, eval_batch_size=500)
+    model = FGEModule(arch="mlp", arch_kwargs={"hidden": [32], "batch_norm": True}, lr=0.05,
+                      schedule=schedule, alpha1=A1, alpha2=A2, cycle_epochs=cycle, pretrain_epochs=pretrain)
+    record = _RecordLR()
+    trainer = L.Trainer(max_epochs=pretrain + cycles * cycle, limit_train_batches=batches,
+                        limit_val_batches=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[record],
+                        accelerator="cpu")
+    trainer.fit(model, datamodule=dm)
+    return model, record, dm, trainer
+
+
+def test_fge_fit_lr_members_and_ensemble():
+    model, record, dm, trainer = _fit()
+    cycle_steps, start = 8, 4  # one pretraining epoch of 4 steps, then cycles of 2 epochs x 4 steps
+    for k in range(3):
+        s = start + k * cycle_steps
+        assert record.lrs[s] == pytest.approx(A1)
+        assert record.lrs[s + cycle_steps // 4] == pytest.approx((A1 + A2) / 2)
+        assert record.lrs[s + cycle_steps // 2] == pytest.approx(A2)
+    assert model.ensemble.members == 3 == len(model.members)  # epochs / c
+    # Members are the weights at the end of the first epoch of each cycle, where the LR reaches alpha2.
+    for k, state in enumerate(model.members):
+        epoch = 1 + 2 * k
+        for name, value in state.items():
+            assert torch.equal(value, record.states[epoch][name]), (k, name)
+    x = dm.test_x
+    nets = model.member_networks()
+    manual = torch.stack([torch.softmax(net(x), -1) for net in nets]).mean(0)
+    torch.testing.assert_close(model.ensemble.probs.float(), manual, atol=1e-6, rtol=0)
+    torch.testing.assert_close(model.ensemble_forward(x), manual)
+    logged = trainer.callback_metrics
+    acc = (manual.argmax(1) == dm.test_y).float().mean().item()
+    assert logged["fge/ensemble_acc"].item() == pytest.approx(acc, abs=1e-6)
+    nll = -manual.gather(1, dm.test_y[:, None]).log().mean().item()
+    assert logged["fge/ensemble_nll"].item() == pytest.approx(nll, rel=1e-4)
+    assert logged["fge/members"].item() == 3
+
+
+def test_independent_members_restart_from_fresh_weights():
+    model, record, _, _ = _fit(schedule="independent", pretrain=0, cycle=1, cycles=2, batches=2)
+    assert model.ensemble.members == 2
+    assert record.lrs[0] == pytest.approx(A1) and record.lrs[2] == pytest.approx(A1)  # restarted
+    w0, w1 = (m["layers.1.weight"] for m in model.members)
+    assert not torch.allclose(w0, w1)
+    with pytest.raises(ValueError, match="pretrain_epochs: 0"):
+        FGEModule(schedule="independent", pretrain_epochs=5)
