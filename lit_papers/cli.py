@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -92,9 +93,13 @@ class LitPapersCLI(LightningCLI):
                               experiment=experiment), RngState()]
         if not any(isinstance(cb, ModelCheckpoint) for cb in existing + list(callbacks)):
             monitor, mode = getattr(self.model, "checkpoint_monitor", ("val/acc", "max"))
-            extra.append(ModelCheckpoint(dirpath=folder / "checkpoints", filename="best-{epoch}-{step}",
-                                         monitor=monitor, mode=mode, save_last=True, save_top_k=1,
-                                         auto_insert_metric_name=False))
+            ckpts = folder / "checkpoints"
+            extra.append(ModelCheckpoint(dirpath=ckpts, filename="best-{epoch}-{step}", monitor=monitor, mode=mode,
+                                         save_top_k=1, auto_insert_metric_name=False))
+            # A second checkpoint for `last.ckpt`: Lightning's save_last only refreshes it when the best
+            # checkpoint changes, which would resume from a stale epoch.
+            extra.append(ModelCheckpoint(dirpath=ckpts, filename="last", monitor=None, save_top_k=1,
+                                         enable_version_counter=False))
         return super()._instantiate_trainer(config, list(callbacks) + extra)
 
     def after_fit(self) -> None:
@@ -124,8 +129,15 @@ def _cli(args: ArgsType = None) -> LitPapersCLI:
     )
 
 
+_UNION_ERROR = re.compile(r"Errors:\s*-\s*(?P<inner>.*?)\s*- Expected a <class 'NoneType'>", re.S)
+
+
 def _explain(err: BaseException) -> str:
+    """One paragraph: jsonargparse wraps our messages in a Union report; keep only ours."""
     msg = str(err).strip() or type(err).__name__
+    inner = _UNION_ERROR.search(msg)
+    if inner:
+        msg = inner.group("inner")
     return " ".join(msg.split())
 
 
@@ -137,7 +149,7 @@ def main(args: ArgsType = None) -> LitPapersCLI | None:
 
         return sweep_main(argv[1:])
     try:
-        return _cli(argv)
+        return _cli(None if args is None else argv)
     except UsageError as err:
         _fail(f"error: {_explain(err)}", EXIT_USAGE)
     except RunFailed as err:
@@ -146,8 +158,7 @@ def main(args: ArgsType = None) -> LitPapersCLI | None:
         if os.environ.get("JSONARGPARSE_DEBUG") or os.environ.get("LIT_PAPERS_DEBUG"):
             raise
         # Raised while building the model/data from the config: the user's values are wrong.
-        _fail(f"error: {type(err).__name__}: {_explain(err)} (set LIT_PAPERS_DEBUG=1 for the traceback)",
-              EXIT_USAGE)
+        _fail(f"error: {_explain(err)} (set LIT_PAPERS_DEBUG=1 for the traceback)", EXIT_USAGE)
     return None
 
 

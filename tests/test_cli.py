@@ -58,6 +58,15 @@ def test_explicit_existing_version_is_refused(run_cli, tmp_path, capsys):
     assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == snapshot
 
 
+def test_last_checkpoint_is_the_final_state(run_cli):
+    import torch
+
+    folder = run_cli([*QUICK, "--trainer.max_epochs=3"])
+    steps = json.loads((folder / "summary.json").read_text())["global_step"]
+    last = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == steps == 12 and last["epoch"] == 2
+
+
 def test_resume_last_continues_the_same_run(run_cli):
     first = run_cli(QUICK)
     steps = json.loads((first / "summary.json").read_text())["global_step"]
