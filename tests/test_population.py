@@ -94,3 +94,20 @@ def test_cli_population_writes_members_and_matches_the_single_run(run_cli, tmp_p
         if name.startswith("net."):
             stacked = pop_state["net.stacked." + name.removeprefix("net.").replace(".", "-")]
             torch.testing.assert_close(stacked[0], value, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_captured_population_equals_eager_population():
+    kw = dict(num_classes=10, input_shape=(1, 8, 8), optimizer="adam", lr=2e-3, lr_schedule="cosine",
+              population=3, member_seeds=[0, 1, 2], steps_per_call=4)
+    runs = {}
+    for mode in ("none", "cuda_graph"):
+        module = PopulationModule(step_capture=mode, **kw)
+        dm = VisionDataModule(dataset="digits", batch_size=60, val_size=100, train_subset=500, on_device=True)
+        L.Trainer(max_epochs=2, accelerator="gpu", devices=1, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False).fit(module, datamodule=dm)
+        runs[mode] = module
+    assert runs["cuda_graph"].capture_mode == "cuda_graph"
+    for k in range(3):
+        torch.testing.assert_close(runs["cuda_graph"].member_state_dict(k), runs["none"].member_state_dict(k),
+                                   atol=1e-4, rtol=1e-3)

@@ -14,9 +14,10 @@ from lit_papers.data import VisionDataModule
 SHAPES = dict(num_classes=10, input_shape=(1, 28, 28))
 
 
-def _fit(model, epochs: int = 2, accelerator: str = "cpu", on_device: bool = False) -> L.Trainer:
+def _fit(model, epochs: int = 2, accelerator: str = "cpu", on_device: bool = False,
+         dataset: str = "mnist5k") -> L.Trainer:
     # 500 training digits at batch 60: 8 full minibatches and a short one of 20 per epoch
-    dm = VisionDataModule(dataset="mnist5k", batch_size=60, val_size=100, train_subset=500,
+    dm = VisionDataModule(dataset=dataset, batch_size=60, val_size=100, train_subset=500,
                           eval_batch_size=500, on_device=on_device)
     trainer = L.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
@@ -88,12 +89,13 @@ def test_bad_settings_name_the_valid_options():
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_cuda_graph_steps_equal_eager_steps(optimizer):
     """Captured whole steps (warm-up undone) follow the eager trajectory on the GPU."""
-    kw = dict(SHAPES, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3)
+    # scikit-learn's 8x8 digits: no download, no extra package on a bare GPU machine
+    kw = dict(num_classes=10, input_shape=(1, 8, 8), optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3)
     torch.manual_seed(2)
     eager = ChunkedClassifierModule(steps_per_call=4, **kw)
-    _fit(eager, accelerator="gpu", on_device=True)
+    _fit(eager, accelerator="gpu", on_device=True, dataset="digits")
     torch.manual_seed(2)
     graph = ChunkedClassifierModule(steps_per_call=4, step_capture="cuda_graph", **kw)
-    _fit(graph, accelerator="gpu", on_device=True)
+    _fit(graph, accelerator="gpu", on_device=True, dataset="digits")
     assert graph.capture_mode == "cuda_graph" and graph._graph is not None
     assert _max_diff(eager, graph) < 1e-4

@@ -33,6 +33,8 @@ class ChunkedClassifierModule(ClassifierModule):
     Args (besides ClassifierModule's):
         step_capture: `none` (eager), `cuda_graph` (whole step captured and replayed) or
             `compile` (`torch.compile(mode="reduce-overhead")` loss); CPU runs fall back to `none`.
+            Steps run on the raw optimizer in fp32 on one device; Lightning's per-step hooks
+            (`on_before_backward`, `on_before_optimizer_step`, ...) do not run.
         steps_per_call: minibatches per `training_step`; the datamodule groups them (StepChunks).
             Lightning's step counters (`global_step`, `max_steps`) count optimizer steps;
             `limit_train_batches` counts groups.
@@ -71,7 +73,9 @@ class ChunkedClassifierModule(ClassifierModule):
     def member_losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(K,) mean losses (differentiable) and (K,) correct counts on one minibatch."""
         logits = self.member_logits(x)
-        return member_cross_entropy(logits, y), (logits.argmax(-1) == y).sum(-1)
+        # one member: plain cross-entropy (vmap costs host time the single-model loop does not pay)
+        losses = F.cross_entropy(logits[0], y)[None] if len(logits) == 1 else member_cross_entropy(logits, y)
+        return losses, (logits.argmax(-1) == y).sum(-1)
 
     # -- setup -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -84,8 +88,7 @@ class ChunkedClassifierModule(ClassifierModule):
     def configure_optimizers(self):
         hp = self.hparams
         self.capture_mode = resolve_capture(hp.step_capture, self.device)
-        if self.capture_mode == "cuda_graph":
-            self._check_capturable()
+        self._check_trainer()
         opt = build_optimizer(hp.optimizer, self.parameters(), lr=hp.lr, momentum=hp.momentum,
                               weight_decay=hp.weight_decay, nesterov=hp.nesterov)
         sched = None
@@ -102,17 +105,19 @@ class ChunkedClassifierModule(ClassifierModule):
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def _check_capturable(self) -> None:
+    def _check_trainer(self) -> None:
         hp, trainer = self.hparams, self.trainer
-        if hp.optimizer not in _CAPTURABLE and hp.lr_schedule != "constant":
+        if trainer.world_size > 1:
+            raise ValueError(f"{type(self).__name__} trains on one device (several backward passes per "
+                             "training_step); use ClassifierModule under DDP")
+        if str(trainer.precision) not in ("32-true", "32"):
+            raise ValueError(f"{type(self).__name__} steps the optimizer itself and needs "
+                             f"trainer.precision=32-true, got {trainer.precision}")
+        if self.capture_mode == "cuda_graph" and hp.optimizer not in _CAPTURABLE \
+                and hp.lr_schedule != "constant":
             raise ValueError(f"step_capture=cuda_graph with optimizer={hp.optimizer!r} needs "
                              f"lr_schedule=constant (its lr is baked into the graph); use one of "
                              f"{_CAPTURABLE} or step_capture=compile")
-        if trainer.world_size > 1:
-            raise ValueError("step_capture=cuda_graph runs on one device; use none or compile under DDP")
-        if str(trainer.precision) not in ("32-true", "32"):
-            raise ValueError(f"step_capture=cuda_graph needs trainer.precision=32-true, "
-                             f"got {trainer.precision}")
 
     def _total_optimizer_steps(self) -> int:
         """Optimizer steps of the whole fit (the schedule's length), counting grouped minibatches."""
@@ -166,14 +171,18 @@ class ChunkedClassifierModule(ClassifierModule):
         return losses.sum()  # members are independent: d(sum)/d(theta_k) = d(loss_k)/d(theta_k)
 
     def _optimizer_step(self, opt, x: torch.Tensor, y: torch.Tensor, call: list) -> None:
+        """One optimizer step on the raw optimizer: Lightning's per-step hooks (precision plugin,
+        on_before_backward, on_before_optimizer_step) are what S steps per call leave out."""
         if self.capture_mode == "cuda_graph":
             self._graph_step(opt, x, y, call)
             return
         fn = self._compiled if self.capture_mode == "compile" else self.member_losses
-        opt.zero_grad()
-        loss = self._loss_into(fn, x, y, call)
-        self.manual_backward(loss)
-        opt.step()
+        raw = opt.optimizer
+        opt._on_before_step()  # Lightning's step counters, as LightningOptimizer.step would
+        raw.zero_grad(set_to_none=True)
+        self._loss_into(fn, x, y, call).backward()
+        raw.step()
+        opt._on_after_step()
 
     def _graph_step(self, opt, x: torch.Tensor, y: torch.Tensor, call: list) -> None:
         raw = opt.optimizer

@@ -1,0 +1,185 @@
+"""The suite's workloads: each runs the project's module through `Trainer.fit` and the matching
+plain loop of `plain.py` on the same tensors, and returns rows of (project, plain, figure, target).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+import plain
+from lit_papers.core import ClassifierModule, Registry
+from lit_papers.core.chunked_classifier import ChunkedClassifierModule
+from lit_papers.core.population import PopulationModule
+from lit_papers.core.step_capture import StepChunks
+from lit_papers.data.device_loader import DeviceBatches
+
+WORKLOADS = Registry("workload")
+ORDER = ("classifier", "chunked", "population", "compile")  # default run order
+SHAPES = dict(arch="lenet300_100", num_classes=10, input_shape=(1, 28, 28), optimizer="adam", lr=1.2e-3)
+#: the LeNet lottery study of Frankle & Carbin at paper scale: 3 controls x 5 seeds train side by
+#: side, 20 pruning rounds one after another, 50K iterations each
+STUDY_MEMBERS, STUDY_ROUNDS, STUDY_STEPS = 15, 20, 50_000
+
+
+@dataclass
+class Setup:
+    x: torch.Tensor
+    y: torch.Tensor
+    batch: int
+    epochs: int
+    members: int
+    steps_per_call: int
+    workdir: Path
+    repeat: int = 1
+
+    @property
+    def cuda(self) -> bool:
+        return self.x.device.type == "cuda"
+
+    @property
+    def steps(self) -> int:
+        return -(-len(self.x) // self.batch)
+
+
+class _EpochTimer(L.Callback):
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        plain.sync(pl_module.device)
+        self.t = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        plain.sync(pl_module.device)
+        self.times.append(time.perf_counter() - self.t)
+
+
+def lightning_epoch_s(setup: Setup, module: L.LightningModule, grouped: int = 1) -> float:
+    """Fastest epoch of `Trainer.fit` (CSV logging every 50 steps, no progress bar, no validation)."""
+    batches = DeviceBatches(setup.x, setup.y, setup.batch, shuffle=True)
+    loader = StepChunks(batches, grouped) if grouped > 1 else batches
+    timer = _EpochTimer()
+    trainer = L.Trainer(max_epochs=setup.epochs, accelerator="auto", devices=1, logger=CSVLogger(setup.workdir),
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=50, callbacks=[timer])
+    trainer.fit(module, train_dataloaders=loader)
+    return min(timer.times[1:]) if len(timer.times) > 1 else timer.times[0]
+
+
+def alternate(setup: Setup, **measure) -> dict:
+    """Runs the named measurements in turn, `setup.repeat` rounds, and keeps each one's fastest
+    result and peak memory: on a shared, noisy machine both sides see the same background load."""
+    best: dict = {}
+    for _ in range(setup.repeat):
+        for name, fn in measure.items():
+            seconds, mib = _peak(fn)
+            old = best.get(name)
+            best[name] = (seconds, mib) if old is None or seconds < old[0] else old
+    return best
+
+
+def _peak(fn):
+    """(result, peak CUDA MiB or None) of fn()."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    out = fn()
+    return out, (round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None)
+
+
+def _row(what, project_s, plain_s, target=None, kind="ratio", per=""):
+    """kind=ratio: project/plain (<= target); kind=speedup: plain/project (>= target)."""
+    figure = project_s / plain_s if kind == "ratio" else plain_s / project_s
+    met = None if target is None else (figure <= target if kind == "ratio" else figure >= target)
+    sign = "<=" if kind == "ratio" else ">="
+    return {"what": what, "project": f"{project_s:.4g} s{per}", "plain": f"{plain_s:.4g} s{per}",
+            "figure": f"{figure:.2f}x" if kind == "ratio" else f"speed-up {figure:.2f}x", "value": figure,
+            "target": "" if target is None else f"{sign} {target}x", "met": met,
+            "project_s": project_s, "plain_s": plain_s}
+
+
+@WORKLOADS.register("classifier")
+def classifier(setup: Setup) -> dict:
+    """ClassifierModule (one step per training_step, per-step logging) vs the plain eager loop."""
+    r = alternate(setup, plain=lambda: plain.eager_epoch_s(setup.x, setup.y, setup.batch, setup.epochs),
+                  project=lambda: lightning_epoch_s(setup, ClassifierModule(**SHAPES)))
+    (plain_s, plain_mib), (project_s, project_mib) = r["plain"], r["project"]
+    return {"rows": [_row("epoch, eager, one step per call", project_s, plain_s, target=1.15, per="/epoch")],
+            "steps_per_epoch": setup.steps, "peak_mib": {"project": project_mib, "plain": plain_mib}}
+
+
+@WORKLOADS.register("chunked")
+def chunked(setup: Setup) -> dict:
+    """S steps per training_step; on a GPU each step is one replayed CUDA graph."""
+    mode = "cuda_graph" if setup.cuda else "none"
+    reference = plain.graph_epoch_s if setup.cuda else plain.eager_epoch_s
+    modules = []
+
+    def project():
+        modules.append(ChunkedClassifierModule(step_capture=mode, steps_per_call=setup.steps_per_call, **SHAPES))
+        return lightning_epoch_s(setup, modules[-1], setup.steps_per_call)
+
+    r = alternate(setup, eager=lambda: plain.eager_epoch_s(setup.x, setup.y, setup.batch, setup.epochs),
+                  plain=lambda: reference(setup.x, setup.y, setup.batch, setup.epochs), project=project)
+    (plain_s, plain_mib), (project_s, project_mib), eager_s = r["plain"], r["project"], r["eager"][0]
+    module = modules[-1]
+    rows = [_row(f"epoch, {mode}, {setup.steps_per_call} steps per call vs plain {mode} loop",
+                 project_s, plain_s, target=1.15, per="/epoch"),
+            _row(f"epoch, {mode} vs plain eager loop", project_s, eager_s, kind="speedup",
+                 target=5.0 if setup.cuda else None, per="/epoch")]
+    return {"rows": rows, "capture_mode": module.capture_mode,
+            "peak_mib": {"project": project_mib, "plain": plain_mib}}
+
+
+@WORKLOADS.register("population")
+def population(setup: Setup) -> dict:
+    """K LeNets in one process (stacked parameters, vmap), S steps per call, captured on a GPU."""
+    k, mode = setup.members, ("cuda_graph" if setup.cuda else "none")
+    modules = []
+
+    def project():
+        modules.append(PopulationModule(population=k, step_capture=mode, steps_per_call=setup.steps_per_call,
+                                        **SHAPES))
+        return lightning_epoch_s(setup, modules[-1], setup.steps_per_call)
+
+    r = alternate(setup, eager=lambda: plain.eager_epoch_s(setup.x, setup.y, setup.batch, setup.epochs),
+                  plain=lambda: plain.population_epoch_s(setup.x, setup.y, setup.batch, setup.epochs, k,
+                                                         capture=setup.cuda),
+                  project=project)
+    (plain_s, plain_mib), (project_s, project_mib), eager_s = r["plain"], r["project"], r["eager"][0]
+    module = modules[-1]
+    rows = [_row(f"epoch of {k} members, {mode}, vs plain vmap loop", project_s, plain_s, target=1.15,
+                 per="/epoch"),
+            _row("per member vs plain eager single-model loop", project_s / k, eager_s, kind="speedup",
+                 target=20.0 if setup.cuda and k >= 16 else None, per="/epoch")]
+    out = {"rows": rows, "members": k, "capture_mode": module.capture_mode,
+           "peak_mib": {"project": project_mib, "plain": plain_mib}}
+    if k >= STUDY_MEMBERS:
+        step_s = project_s / setup.steps
+        study_s = step_s * STUDY_ROUNDS * STUDY_STEPS
+        eager_study_s = eager_s / setup.steps * STUDY_MEMBERS * STUDY_ROUNDS * STUDY_STEPS
+        out["lottery_study_projection"] = {"population_step_s": step_s, "projected_study_s": study_s,
+                                           "projected_plain_eager_study_s": eager_study_s}
+        out["note"] = (f"projected LeNet lottery study ({STUDY_MEMBERS} members x {STUDY_ROUNDS} rounds x "
+                       f"{STUDY_STEPS} steps, masks not included): {study_s / 60:.1f} min in one population "
+                       f"vs {eager_study_s / 3600:.1f} h of plain eager runs (a projection from this epoch "
+                       "time, not a measured study)")
+    return out
+
+
+@WORKLOADS.register("compile")
+def compiled(setup: Setup) -> dict:
+    """step_capture=compile (torch.compile reduce-overhead loss), GPU only."""
+    if not setup.cuda:
+        return {"rows": [], "note": "skipped on CPU (step_capture=compile falls back to eager there by design)"}
+    eager_s = plain.eager_epoch_s(setup.x, setup.y, setup.batch, setup.epochs)
+    module = ChunkedClassifierModule(step_capture="compile", steps_per_call=setup.steps_per_call, **SHAPES)
+    project_s = lightning_epoch_s(setup, module, setup.steps_per_call)
+    return {"rows": [_row("epoch, torch.compile reduce-overhead vs plain eager loop", project_s, eager_s,
+                          kind="speedup", per="/epoch")]}
