@@ -1,0 +1,317 @@
+"""`LotteryTicketModule`: iterative magnitude pruning (IMP) as levels inside one Lightning ``fit``.
+
+Level 0 trains the dense net from theta_0. At the end of every level (at a validation step) the
+module records the early-stopping iteration (argmin of validation loss) and the test accuracy
+there, prunes p % of the surviving weights, resets the survivors to theta_0 (or rewinds them
+to theta_k), and starts a fresh optimizer and learning-rate schedule. The test set is only
+*evaluated* (at the validation-selected iteration and at the end of a level), never used to select.
+
+Controls (``control``): ``ticket`` (the experiment), ``reinit`` (same masks, fresh random
+theta_0' each level) and ``random_prune`` (random masks with the same per-layer counts).
+With ``mask_source`` pointing to a finished ticket run, the controls use exactly that run's
+per-level masks (``reinit``) or per-layer counts (``random_prune``), as in the paper.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
+from torch import nn
+
+from lit_papers.core.classifier import ClassifierModule
+from lit_papers.core.figures import run_dir, save_figure
+from lit_papers.core.optim import SCHEDULES, build_optimizer
+
+from .initializers import INITIALIZERS
+from .masks import MaskSet, layer_rates, prunable_weights
+from .pruning import PRUNING, prune, prune_random_counts
+from .report import rounds_figure
+from .schedule import LevelPlan
+from .snapshots import fresh_init, reset_to_, snapshot
+
+CONTROLS = ("ticket", "reinit", "random_prune")
+SCHEDULE_KINDS = ("iterative", "oneshot")
+NEVER = torch.iinfo(torch.int16).max  # pruned_at value of a weight that was never pruned
+
+
+class LotteryTicketModule(ClassifierModule):
+    """IMP with exact masks, per-level early stopping and the paper's controls.
+
+    Args (besides ClassifierModule's network and optimizer arguments, which every level reuses):
+        rounds: pruning rounds; ``rounds + 1`` levels are trained (level 0 is dense).
+        round_steps: training iterations of one level (the paper: 50K for LeNet).
+        strategy: pruning strategy name (``layerwise``, ``global``, ``random``).
+        prune_rate: fraction of surviving fc weights pruned per round (global: of all pooled).
+        conv_prune_rate: conv layers' rate (default ``prune_rate``).
+        output_prune_rate: output layer's rate (default ``prune_rate / 2``; 0 leaves it dense).
+        schedule: ``iterative`` (prune the last level's trained weights) or ``oneshot``
+            (every level prunes the dense net's trained weights down to its density).
+        rewind_iteration: 0 resets survivors to theta_0; k > 0 rewinds them to theta_k, and
+            levels >= 1 then train iterations k..round_steps with the schedule resumed at k.
+        control: ``ticket``, ``reinit`` or ``random_prune``.
+        mask_source: a ticket run folder or checkpoint whose masks/counts the controls reuse.
+        control_seed: seeds theta_0' (reinit) and random masks; independent of the data order.
+        weight_init: ``glorot_normal`` (the paper), ``kaiming_normal`` or ``default``.
+        warmup_steps: linear learning-rate warmup at the start of every level (deep nets).
+    """
+
+    checkpoint_monitor = ("val/loss", "min")  # resume from last.ckpt; "best" is only a lowest-loss copy
+    test_after_fit = False  # test accuracy is measured per level, at the early-stopping iteration
+
+    def __init__(self, arch: str = "lenet300_100", arch_kwargs: Optional[dict] = None,
+                 num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
+                 optimizer: str = "adam", lr: float = 1.2e-3, momentum: float = 0.9,
+                 weight_decay: float = 0.0, nesterov: bool = False, lr_schedule: str = "constant",
+                 milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1,
+                 rounds: int = 5, round_steps: int = 1000, strategy: str = "layerwise",
+                 prune_rate: float = 0.2, conv_prune_rate: Optional[float] = None,
+                 output_prune_rate: Optional[float] = None, schedule: str = "iterative",
+                 rewind_iteration: int = 0, control: str = "ticket",
+                 mask_source: Optional[str] = None, control_seed: int = 0,
+                 weight_init: str = "glorot_normal", warmup_steps: int = 0):
+        PRUNING.get(strategy), INITIALIZERS.get(weight_init)  # fail fast, listing valid names
+        for label, value, valid in (("control", control, CONTROLS), ("schedule", schedule, SCHEDULE_KINDS)):
+            if value not in valid:
+                raise ValueError(f"unknown {label} {value!r}; valid {label} names: {', '.join(valid)}")
+        plan = LevelPlan(rounds, round_steps, rewind_iteration)  # validates the numbers
+        super().__init__(arch, arch_kwargs, num_classes, input_shape, optimizer, lr, momentum,
+                         weight_decay, nesterov, lr_schedule, milestones, gamma)
+        self.plan = plan
+        self.level = 0
+        self.history: list[dict[str, Any]] = []
+        self._theta0: Optional[dict] = None
+        self._theta_rewind: Optional[dict] = None
+        self._theta_dense: Optional[dict] = None  # one-shot: the trained dense weights
+        self._pruned_at: dict[str, torch.Tensor] = {}
+        self._best: dict[str, Any] = {}
+        self._last_val: tuple[float, float] = (float("nan"), float("nan"))
+        self._source_pruned_at: Optional[dict[str, torch.Tensor]] = None
+
+    # -- network + masks ---------------------------------------------------------------------
+    def _make_net(self) -> nn.Module:
+        net = super().build_network()
+        INITIALIZERS.get(self.hparams.weight_init)(net)
+        return net
+
+    def build_network(self) -> nn.Module:
+        net = self._make_net()
+        self._weights = prunable_weights(net)
+        self.masks = MaskSet(self._weights)
+        self.rates = layer_rates(net, self.hparams.prune_rate, self.hparams.conv_prune_rate,
+                                 self.hparams.output_prune_rate)
+        return net
+
+    def density(self) -> float:
+        """Fraction of prunable weights currently kept."""
+        return self.masks.density()
+
+    # -- fit wiring --------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage != TrainerFn.FITTING.value:
+            return
+        self._check_trainer()
+        loop = self.trainer.fit_loop
+        loop.epoch_loop.max_steps = self.plan.total_steps  # the levels define the training length
+        loop.max_epochs = -1
+        if self._theta0 is None:  # fresh run (a resumed one restores it in on_load_checkpoint)
+            self._theta0 = snapshot(self.net)
+            self._pruned_at = {n: torch.full(w.shape, NEVER, dtype=torch.int16)
+                               for n, w in self._weights.items()}
+        if self.hparams.mask_source and self.hparams.control != "ticket":
+            self._source_pruned_at = load_mask_history(self.hparams.mask_source, self.plan.rounds)
+
+    def _check_trainer(self) -> None:
+        trainer, every = self.trainer, self.trainer.val_check_interval
+        if trainer.check_val_every_n_epoch is not None or not isinstance(every, int):
+            raise ValueError("LotteryTicketModule validates every k iterations: set "
+                             "trainer.val_check_interval: <k> (an int) and "
+                             "trainer.check_val_every_n_epoch: null")
+        bad = [lvl for lvl in range(self.plan.levels) if self.plan.length(lvl) % every]
+        if bad:
+            raise ValueError(f"trainer.val_check_interval={every} must divide every level's length "
+                             f"(round_steps={self.plan.round_steps}, rewind_iteration="
+                             f"{self.plan.rewind_iteration}); levels {bad} do not fit")
+        if trainer.max_steps not in (-1, self.plan.total_steps):
+            raise ValueError(f"trainer.max_steps={trainer.max_steps} conflicts with the levels "
+                             f"({self.plan.total_steps} steps): leave trainer.max_steps unset")
+        if trainer.accumulate_grad_batches != 1 or trainer.limit_val_batches == 0:
+            raise ValueError("LotteryTicketModule needs accumulate_grad_batches: 1 and validation "
+                             "batches (limit_val_batches > 0, data.val_size > 0)")
+
+    def configure_optimizers(self):
+        """A fresh optimizer and per-step schedule over this level (resumed at its offset)."""
+        hp = self.hparams
+        opt = build_optimizer(hp.optimizer, self.parameters(), lr=hp.lr, momentum=hp.momentum,
+                              weight_decay=hp.weight_decay, nesterov=hp.nesterov)
+        factor = SCHEDULES.get(hp.lr_schedule)(milestones=hp.milestones, gamma=hp.gamma)
+        total, offset, warmup = self.plan.round_steps, self.plan.offset(self.level), hp.warmup_steps
+
+        def lr_factor(step: int) -> float:
+            it = step + offset  # training iteration of this level
+            return min(1.0, (it + 1) / warmup if warmup else 1.0) * factor(it, total)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- exact masking around every optimizer step --------------------------------------------
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.masks.apply_to_grads_(self._weights)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.masks.apply_to_weights_(self._weights)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        k = self.plan.rewind_iteration
+        if k and self.level == 0 and self.global_step == k and self._theta_rewind is None:
+            self._theta_rewind = snapshot(self.net)  # theta_k: the state after k steps
+
+    # -- validation: early stopping bookkeeping, level ends -----------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_stats = torch.zeros(3, device=self.device)  # (sum loss, correct, count)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, logits, y = self.model_step(batch)
+        self.val_acc(logits, y)
+        self.log("val/loss", loss, sync_dist=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+        n = torch.tensor(float(len(y)), device=self.device)
+        self._val_stats += torch.stack([loss.detach().float() * n, (logits.argmax(-1) == y).sum().float(), n])
+
+    def on_validation_epoch_end(self) -> None:
+        trainer = self.trainer
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        stats = trainer.strategy.reduce(self._val_stats, reduce_op="sum")
+        val_loss, val_acc = (stats[0] / stats[2]).item(), (stats[1] / stats[2]).item()
+        # progress per evaluation rather than per step: per-step logging costs more than a LeNet step
+        self.log_dict({"lottery/round": float(self.level), "lottery/density": self.density()})
+        with torch.inference_mode(False), torch.no_grad():  # new state must be ordinary tensors
+            self._record_validation(val_loss, val_acc)
+            if self.global_step == self.plan.end(self.level):
+                self._end_level()
+
+    def _record_validation(self, val_loss: float, val_acc: float) -> None:
+        self._last_val = (val_loss, val_acc)
+        if val_loss < self._best.get("val_loss", float("inf")):
+            self._best = {"val_loss": val_loss, "val_acc": val_acc,
+                          "iteration": self.plan.iteration(self.global_step - 1) + 1,
+                          "state": snapshot(self.net)}
+
+    def _end_level(self) -> None:
+        """Record this level, then (unless last) prune, reset and restart the optimizer."""
+        final_loss, final_acc = self.evaluate_test()
+        if self.hparams.schedule == "oneshot" and self.level == 0:
+            self._theta_dense = snapshot(self.net)
+        new_masks = self._next_masks() if self.level < self.plan.rounds else None
+        reset_to_(self.net, self._best["state"])
+        es_loss, es_acc = self.evaluate_test()
+        row = {"level": self.level, "percent_remaining": 100.0 * self.density(),
+               "kept": self.masks.kept_counts(), "es_iteration": self._best["iteration"],
+               "es_val_loss": self._best["val_loss"], "es_val_acc": self._best["val_acc"],
+               "es_test_loss": es_loss, "es_test_acc": es_acc, "final_val_loss": self._last_val[0],
+               "final_val_acc": self._last_val[1], "final_test_loss": final_loss,
+               "final_test_acc": final_acc}
+        self.history.append(row)
+        self.log_dict({f"lottery/{k}": float(v) for k, v in row.items() if k != "kept"},
+                      on_step=False, on_epoch=True)
+        self._write_history()
+        if new_masks is None:
+            return
+        for name, m in new_masks.items():
+            self._pruned_at[name][(self.masks[name] & ~m).cpu()] = self.level + 1
+        self.masks.load_(new_masks)
+        self.level += 1
+        reset_to_(self.net, self._reset_target(), self.masks, self._weights)
+        self._best = {}
+        self.trainer.strategy.setup_optimizers(self.trainer)  # fresh optimizer and schedule
+
+    def _next_masks(self) -> dict[str, torch.Tensor]:
+        hp, nxt = self.hparams, self.level + 1
+        current = self.masks.as_dict()
+        gen = torch.Generator().manual_seed(hp.control_seed * 100_003 + nxt)
+        source = self._source_pruned_at
+        if source is not None and hp.control == "reinit":
+            return {n: (source[n] > nxt).to(m.device) for n, m in current.items()}
+        if source is not None and hp.control == "random_prune":
+            counts = {n: int(m.sum()) - int((source[n] > nxt).sum()) for n, m in current.items()}
+            return prune_random_counts(current, counts, gen)
+        strategy = "random" if hp.control == "random_prune" else hp.strategy
+        weights = self._weights
+        if self._theta_dense is not None:  # one-shot: magnitudes of the trained dense net
+            weights = {n: self._theta_dense[n].to(w.device) for n, w in self._weights.items()}
+        return prune(strategy, weights, current, self.rates, gen)
+
+    def _reset_target(self) -> dict[str, torch.Tensor]:
+        if self.hparams.control == "reinit":
+            return fresh_init(self._make_net, self.hparams.control_seed * 100_003 + 50_000 + self.level)
+        return self._theta_rewind if self.plan.rewind_iteration else self._theta0
+
+    @torch.no_grad()
+    def evaluate_test(self) -> tuple[float, float]:
+        """(loss, accuracy) of the current net on the datamodule's full test set (report only)."""
+        was_training = self.net.training
+        self.net.eval()
+        total = torch.zeros(3, device=self.device)
+        for x, y in self.trainer.datamodule.test_dataloader():
+            x, y = x.to(self.device), y.to(self.device)
+            logits = self.net(x)
+            total += torch.stack([F.cross_entropy(logits, y, reduction="sum"),
+                                  (logits.argmax(-1) == y).sum().float(),
+                                  torch.tensor(float(len(y)), device=self.device)])
+        self.net.train(was_training)
+        return (total[0] / total[2]).item(), (total[1] / total[2]).item()
+
+    # -- outputs -----------------------------------------------------------------------------
+    def _write_history(self) -> None:
+        folder = run_dir(self.trainer)
+        if folder is None or not self.trainer.is_global_zero:
+            return
+        hp = self.hparams
+        meta = {k: hp[k] for k in ("arch", "control", "strategy", "schedule", "prune_rate",
+                                   "rewind_iteration", "round_steps", "rounds", "control_seed")}
+        meta["mask_source"] = hp.mask_source
+        (folder / "lottery.json").write_text(json.dumps({"config": meta, "levels": self.history}, indent=2))
+
+    def on_fit_end(self) -> None:
+        if self.history:
+            save_figure(self.trainer, rounds_figure({self.hparams.control: [self.history]}), "lottery_rounds")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lottery"] = {
+            "level": self.level, "history": self.history, "theta0": self._theta0,
+            "theta_rewind": self._theta_rewind, "theta_dense": self._theta_dense,
+            "pruned_at": self._pruned_at, "best": self._best, "last_val": self._last_val}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("lottery")
+        if state is None:
+            raise ValueError("checkpoint has no lottery state: resume LotteryTicketModule runs "
+                             "from their own checkpoints")
+        self.level, self.history = state["level"], list(state["history"])
+        self._theta0, self._theta_rewind = state["theta0"], state["theta_rewind"]
+        self._theta_dense, self._pruned_at = state["theta_dense"], state["pruned_at"]
+        self._best, self._last_val = dict(state["best"]), tuple(state["last_val"])
+
+
+def load_mask_history(source: str, levels_needed: int) -> dict[str, torch.Tensor]:
+    """``pruned_at`` tensors of a ticket run (folder or .ckpt); mask at level l = pruned_at > l."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ValueError(f"mask_source {source!r}: no checkpoint found; give a ticket run folder "
+                         "(with checkpoints/last.ckpt) or a .ckpt file")
+    state = torch.load(path, map_location="cpu", weights_only=False).get("lottery")
+    if state is None or state["level"] < levels_needed:
+        done = None if state is None else state["level"]
+        raise ValueError(f"mask_source {source!r} reached level {done}, but {levels_needed} rounds "
+                         "are needed: finish that ticket run first or lower model.rounds")
+    return state["pruned_at"]

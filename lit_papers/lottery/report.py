@@ -1,0 +1,121 @@
+"""Read lottery run folders and plot accuracy / early-stopping iteration vs % weights remaining.
+
+    python -m lit_papers.lottery.report --group ticket runs/lottery/version_{0,1,2} \\
+        --group reinit runs/lottery_reinit/version_{0,1,2} --out docs/figures/lottery_mnist5k.png
+
+Every run folder holds ``lottery.json`` (one row per level, written by LotteryTicketModule);
+older folders without it are read from the ``lottery/*`` columns of ``metrics.csv``. Runs of a
+group are seeds: levels are matched by index and shown as mean +- std.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {"ticket": "tab:blue", "reinit": "tab:orange", "random_prune": "tab:green"}
+
+
+def read_run(folder: str | Path) -> list[dict]:
+    """The per-level rows of one run folder."""
+    folder = Path(folder)
+    if (folder / "lottery.json").is_file():
+        return json.loads((folder / "lottery.json").read_text())["levels"]
+    path = folder / "metrics.csv"
+    if not path.is_file():
+        raise ValueError(f"{folder} is not a lottery run folder (no lottery.json or metrics.csv)")
+    with path.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("lottery/es_test_acc")]
+    return [{k.removeprefix("lottery/"): float(v) for k, v in r.items() if k.startswith("lottery/") and v}
+            for r in rows]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    m = sum(values) / len(values)
+    var = sum((v - m) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return m, math.sqrt(var)
+
+
+def aggregate(histories: list[list[dict]], key: str) -> list[tuple[float, float, float]]:
+    """(% remaining, mean, std) of ``key`` per level, over the runs (levels all runs reached)."""
+    levels = min(len(h) for h in histories)
+    out = []
+    for lvl in range(levels):
+        x = sum(h[lvl]["percent_remaining"] for h in histories) / len(histories)
+        out.append((x, *mean_std([h[lvl][key] for h in histories])))
+    return out
+
+
+def rounds_figure(groups: dict[str, list[list[dict]]], title: str = ""):
+    """Two panels vs % weights remaining (log x, decreasing): test accuracy at early stop and
+    the early-stopping iteration; one line per group with a mean +- std band."""
+    fig, (ax_acc, ax_it) = plt.subplots(1, 2, figsize=(10.5, 3.8))
+    for label, histories in groups.items():
+        color = COLORS.get(label)
+        for ax, key, scale in ((ax_acc, "es_test_acc", 100.0), (ax_it, "es_iteration", 1.0)):
+            rows = aggregate(histories, key)
+            xs = [r[0] for r in rows]
+            ms = [r[1] * scale for r in rows]
+            ss = [r[2] * scale for r in rows]
+            ax.plot(xs, ms, marker="o", markersize=3, color=color, label=f"{label} (n={len(histories)})")
+            ax.fill_between(xs, [m - s for m, s in zip(ms, ss)], [m + s for m, s in zip(ms, ss)],
+                            color=color, alpha=0.2)
+    for ax, ylabel in ((ax_acc, "test accuracy at early stop (%)"), (ax_it, "early-stop iteration")):
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("% of weights remaining")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def markdown_table(groups: dict[str, list[list[dict]]]) -> str:
+    """A table: % remaining, then per group test acc at early stop and early-stop iteration."""
+    labels = list(groups)
+    head = "| % remaining | " + " | ".join(f"{g} test acc (%) | {g} early-stop it." for g in labels) + " |"
+    lines = [head, "|" + " --- |" * (1 + 2 * len(labels))]
+    stats = {g: (aggregate(h, "es_test_acc"), aggregate(h, "es_iteration")) for g, h in groups.items()}
+    for lvl in range(min(len(a) for a, _ in stats.values())):
+        cells = [f"{stats[labels[0]][0][lvl][0]:.1f}"]
+        for g in labels:
+            acc, it = stats[g][0][lvl], stats[g][1][lvl]
+            cells += [f"{100 * acc[1]:.2f} ± {100 * acc[2]:.2f}", f"{it[1]:.0f} ± {it[2]:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--group", nargs="+", action="append", required=True, metavar=("LABEL", "RUN"),
+                        help="a label (ticket, reinit, random_prune, ...) followed by its run folders")
+    parser.add_argument("--out", default="lottery.png", help="where to write the PNG")
+    parser.add_argument("--title", default="")
+    args = parser.parse_args(argv)
+    groups = {}
+    for label, *folders in args.group:
+        if not folders:
+            parser.error(f"--group {label}: give at least one run folder after the label")
+        groups[label] = [read_run(f) for f in folders]
+    fig = rounds_figure(groups, args.title)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    print(markdown_table(groups))
+    print(f"figure: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""When each IMP level (round) starts and ends, in global optimizer steps.
+
+Level 0 trains the dense net for ``round_steps`` iterations. With reset to theta_0
+(``rewind_iteration = 0``) every later level trains ``round_steps`` iterations too; with
+rewinding to theta_k (Frankle et al. 2020, "late resetting") a level resumes training at
+iteration k, so it trains ``round_steps - k`` iterations and its learning-rate schedule
+starts at k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """Step bookkeeping of ``rounds`` pruning rounds, i.e. ``rounds + 1`` trained levels."""
+
+    rounds: int
+    round_steps: int
+    rewind_iteration: int = 0
+
+    def __post_init__(self):
+        if self.rounds < 0 or self.round_steps <= 0:
+            raise ValueError(f"need rounds >= 0 and round_steps > 0, got {self.rounds}, {self.round_steps}")
+        if not 0 <= self.rewind_iteration < self.round_steps:
+            raise ValueError(f"rewind_iteration must be in [0, round_steps={self.round_steps}), "
+                             f"got {self.rewind_iteration}")
+
+    @property
+    def levels(self) -> int:
+        return self.rounds + 1
+
+    def offset(self, level: int) -> int:
+        """Training iteration at which ``level`` starts (k for rewound levels, else 0)."""
+        return 0 if level == 0 else self.rewind_iteration
+
+    def length(self, level: int) -> int:
+        return self.round_steps - self.offset(level)
+
+    def start(self, level: int) -> int:
+        """Global step at which ``level`` starts."""
+        return 0 if level == 0 else self.round_steps + (level - 1) * self.length(1)
+
+    def end(self, level: int) -> int:
+        """Global step at which ``level`` is finished (exclusive)."""
+        return self.start(level) + self.length(level)
+
+    @property
+    def total_steps(self) -> int:
+        return self.end(self.rounds)
+
+    def level_at(self, step: int) -> int:
+        """The level that global step ``step`` belongs to (the last level for step >= total)."""
+        level = 0
+        while level < self.rounds and step >= self.end(level):
+            level += 1
+        return level
+
+    def iteration(self, step: int) -> int:
+        """Training iteration of global ``step`` as counted inside its level (after the offset)."""
+        level = self.level_at(step)
+        return self.offset(level) + step - self.start(level)

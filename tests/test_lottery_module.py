@@ -1,0 +1,200 @@
+"""LotteryTicketModule: IMP levels inside one fit, resets, controls, resume, determinism."""
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from lit_papers.data import VisionDataModule
+from lit_papers.lottery import LotteryTicketModule, prune
+from lit_papers.lottery.module import NEVER
+from lit_papers.lottery.pruning import prune_count, prune_lowest
+from lit_papers.lottery.snapshots import fresh_init, snapshot
+
+
+class LevelStarts(Callback):
+    """Records net state, masks and the optimizer at the first batch of every level."""
+
+    def __init__(self):
+        self.at = {}
+        self.by_step = {}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        step = trainer.global_step
+        self.by_step[step] = snapshot(module.net)
+        for lvl in range(module.plan.levels):
+            if step == module.plan.start(lvl) and lvl not in self.at:
+                opt = trainer.optimizers[0]
+                self.at[lvl] = dict(state=snapshot(module.net), masks=module.masks.as_dict(),
+                                    opt=opt, opt_state=len(opt.state), lr=opt.param_groups[0]["lr"])
+
+
+class StopAtEpoch(Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, module):
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+def fit(callbacks=(), ckpt_path=None, seed=0, trainer_kw=None, **kw):
+    L.seed_everything(seed, verbose=False)
+    dm = VisionDataModule("mnist5k", batch_size=20, val_size=100, train_subset=100, on_device=True)
+    model = LotteryTicketModule(**{"rounds": 2, "round_steps": 20, **kw})
+    trainer = L.Trainer(accelerator="cpu", devices=1, val_check_interval=10, check_val_every_n_epoch=None,
+                        num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=list(callbacks),
+                        **{"enable_checkpointing": False, **(trainer_kw or {})})
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    return model, trainer
+
+
+@pytest.fixture(scope="module")
+def ticket_run(tmp_path_factory):
+    rec = LevelStarts()
+    ckpt_dir = tmp_path_factory.mktemp("ticket")
+    model, trainer = fit([rec, ModelCheckpoint(dirpath=ckpt_dir, save_last=True)],
+                         trainer_kw={"enable_checkpointing": True})
+    return model, trainer, rec, ckpt_dir / "last.ckpt"
+
+
+def test_levels_prune_reset_survivors_to_theta0_bit_exact(ticket_run):
+    model, trainer, rec, _ = ticket_run
+    assert trainer.global_step == model.plan.total_steps == 60
+    assert [row["level"] for row in model.history] == [0, 1, 2]
+    kept = {n: m.numel() for n, m in rec.at[0]["masks"].items()}
+    for lvl in (1, 2):
+        start = rec.at[lvl]
+        for name, value in start["state"].items():
+            theta0 = model._theta0[name]
+            if name in start["masks"]:
+                m = start["masks"][name]
+                assert torch.equal(value[m], theta0[m]) and bool((value[~m] == 0).all())
+            else:  # biases included: exactly theta0
+                assert torch.equal(value, theta0), name
+        for name, m in start["masks"].items():
+            kept[name] -= prune_count(kept[name], model.rates[name])
+            assert int(m.sum()) == kept[name]
+            assert not (m & ~rec.at[lvl - 1]["masks"][name]).any()  # nested
+        # a fresh optimizer (no state) every level
+        assert start["opt"] is not rec.at[lvl - 1]["opt"] and start["opt_state"] == 0
+    out = model.rates["layers.5.weight"]
+    assert out == pytest.approx(model.rates["layers.1.weight"] / 2)
+
+
+def test_pruned_weights_exactly_zero_after_training(ticket_run):
+    model, *_ = ticket_run
+    params = dict(model.net.named_parameters())
+    for name, m in model.masks.items():
+        assert bool((params[name][~m] == 0.0).all()) and (~m).any()
+
+
+def test_history_reports_validation_selected_iteration(ticket_run):
+    model, *_ = ticket_run
+    for row in model.history:
+        assert row["es_iteration"] in (10, 20)
+        assert row["es_val_loss"] <= row["final_val_loss"]
+        assert 0.0 < row["es_test_acc"] <= 1.0
+    densities = [row["percent_remaining"] for row in model.history]
+    assert densities[0] == 100.0 and densities[0] > densities[1] > densities[2]
+
+
+def test_resume_mid_round_equals_uninterrupted(ticket_run, tmp_path):
+    full, *_ = ticket_run
+    # 100 examples / batch 20 = 5 steps per epoch: epoch 6 ends at step 35, inside level 1 (20..40).
+    # The checkpoint is taken at an epoch boundary: the batch order is a function of the epoch.
+    cb = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=5)
+    part, trainer = fit([StopAtEpoch(6), cb], trainer_kw={"enable_checkpointing": True})
+    assert trainer.global_step == 35 and part.level == 1
+    resumed, trainer = fit([], ckpt_path=str(tmp_path / "last.ckpt"))
+    assert trainer.global_step == 60 and resumed.level == 2
+    assert all(torch.equal(resumed._theta0[k], full._theta0[k]) for k in full._theta0)
+    for name, m in full.masks.items():
+        assert torch.equal(resumed.masks[name], m)
+        assert torch.equal(resumed._pruned_at[name], full._pruned_at[name])
+    for k, v in full.net.state_dict().items():
+        assert torch.equal(resumed.net.state_dict()[k], v), k
+    assert resumed.history == full.history
+
+
+def test_same_seed_same_masks_other_seed_other_masks(ticket_run):
+    full, *_ = ticket_run
+    again, _ = fit()
+    other, _ = fit(seed=1)
+    assert all(torch.equal(again._pruned_at[n], full._pruned_at[n]) for n in full._pruned_at)
+    assert not torch.equal(other._pruned_at["layers.1.weight"], full._pruned_at["layers.1.weight"])
+
+
+def test_reinit_keeps_ticket_masks_with_fresh_init(ticket_run):
+    ticket, _, _, ckpt = ticket_run
+    rec = LevelStarts()
+    model, _ = fit([rec], control="reinit", mask_source=str(ckpt), control_seed=3)
+    for name, pruned_at in ticket._pruned_at.items():
+        assert torch.equal(model._pruned_at[name], pruned_at)
+    for lvl in (1, 2):
+        fresh = fresh_init(model._make_net, 3 * 100_003 + 50_000 + lvl)
+        start = rec.at[lvl]
+        for name, m in start["masks"].items():
+            assert torch.equal(m, ticket._pruned_at[name] > lvl)
+            assert torch.equal(start["state"][name][m], fresh[name][m])
+            assert not torch.equal(start["state"][name][m], ticket._theta0[name][m])
+
+
+def test_random_prune_keeps_counts_not_positions(ticket_run):
+    ticket, _, _, ckpt = ticket_run
+    own, _ = fit(control="random_prune")  # counts from the layer-wise recursion
+    sourced, _ = fit(control="random_prune", mask_source=str(ckpt), control_seed=1)
+    for name, pruned_at in ticket._pruned_at.items():
+        for lvl in (1, 2):
+            t, o, s = (p > lvl for p in (pruned_at, own._pruned_at[name], sourced._pruned_at[name]))
+            assert int(t.sum()) == int(o.sum()) == int(s.sum())
+            assert not torch.equal(t, o) and not torch.equal(t, s) and not torch.equal(o, s)
+        assert int((own._pruned_at[name] == NEVER).sum()) == int(own.masks[name].sum())
+
+
+def test_rewind_to_theta_k_and_schedule_offset():
+    rec = LevelStarts()
+    model, trainer = fit([rec], rewind_iteration=10, lr_schedule="step", milestones=[0.25], gamma=0.5)
+    assert trainer.global_step == model.plan.total_steps == 20 + 2 * 10
+    theta_k = rec.by_step[10]  # the state after 10 steps of level 0
+    assert all(torch.equal(model._theta_rewind[k], theta_k[k]) for k in theta_k)
+    for lvl in (1, 2):
+        start = rec.at[lvl]
+        for name, value in start["state"].items():
+            m = start["masks"].get(name, torch.ones_like(value, dtype=torch.bool))
+            assert torch.equal(value[m], theta_k[name][m]), name
+        # the schedule resumes at iteration 10 (past the 25 % milestone): lr already decayed
+        assert start["lr"] == pytest.approx(model.hparams.lr * 0.5)
+    assert rec.at[0]["lr"] == pytest.approx(model.hparams.lr)
+    assert all(row["es_iteration"] in (20,) for row in model.history[1:])
+
+
+def test_oneshot_prunes_the_dense_net_to_each_density():
+    rec = LevelStarts()
+    model, _ = fit([rec], schedule="oneshot")
+    dense = model._theta_dense
+    for lvl in (1, 2):
+        for name, m in rec.at[lvl]["masks"].items():
+            kept = int(m.sum())
+            direct = prune_lowest(dense[name].abs(), torch.ones_like(m), m.numel() - kept)
+            assert torch.equal(m, direct)
+    iterative = prune("layerwise", {"w": dense["layers.1.weight"]},
+                      {"w": torch.ones_like(rec.at[1]["masks"]["layers.1.weight"])},
+                      {"w": 0.2})["w"]
+    assert torch.equal(iterative, rec.at[1]["masks"]["layers.1.weight"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(control="lottery"), "valid control names"),
+    (dict(strategy="l1"), "global, layerwise, random"),
+    (dict(rewind_iteration=25, round_steps=20), "rewind_iteration"),
+])
+def test_bad_arguments_name_the_fix(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LotteryTicketModule(**kwargs)
+
+
+def test_val_interval_must_divide_levels():
+    with pytest.raises(ValueError, match="must divide"):
+        fit(round_steps=25)
