@@ -5,10 +5,11 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lit_papers.core import ClassifierModule
 from lit_papers.core.chunked_classifier import ChunkedClassifierModule
-from lit_papers.core.step_capture import StepChunks
+from lit_papers.core.step_capture import StepChunks, run_undone
 from lit_papers.data import VisionDataModule
 
 SHAPES = dict(num_classes=10, input_shape=(1, 28, 28))
@@ -76,6 +77,60 @@ def test_step_chunks_keep_order_and_isolate_the_short_batch():
     assert [tuple(x.shape[:2]) for x, _ in got] == [(3, 4), (3, 4), (1, 4), (1, 1)]
     assert torch.cat([y.flatten() for _, y in got]).tolist() == [i for i in range(7) for _ in range(4)] + [7]
     assert len(chunks) == 4 and chunks.minibatches(2) == 6 and chunks.minibatches(4) == 8
+
+
+def test_step_chunks_translate_resume_state_to_minibatches():
+    """A loader that records (epoch, batches done) for mid-epoch resume counts Lightning's batches,
+    i.e. groups; the wrapper hands it minibatches."""
+    class Loader(list):
+        batch_size, dataset, loaded = 4, range(28), None
+
+        def state_dict(self):
+            return {"epoch": 1, "batches_done": 2}  # two groups trained
+
+        def load_state_dict(self, state):
+            self.loaded = state
+
+    inner = Loader([(torch.zeros(4, 2), torch.zeros(4))] * 7)
+    chunks = StepChunks(inner, steps=3)
+    assert chunks.state_dict() == {"epoch": 1, "batches_done": 6}
+    chunks.load_state_dict({"epoch": 1, "batches_done": 6})
+    assert inner.loaded == {"epoch": 1, "batches_done": 6}
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-3),
+    lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)],
+    ids=["adam", "sgd_nesterov"])
+@pytest.mark.parametrize("steps_before", [0, 2])
+def test_capture_warmup_is_undone(make_opt, steps_before):
+    """What CUDA-graph capture does before replay 1 (warm-up steps that create optimizer state)
+    leaves weights, BatchNorm statistics and optimizer state as they were: the run continues on
+    the eager trajectory, whether the optimizer had state before (resume) or not."""
+    batches = [(torch.randn(16, 6), torch.randint(0, 3, (16,))) for _ in range(7)]
+    eager = _train_small(make_opt, batches, steps_before, warm=False)
+    warmed = _train_small(make_opt, batches, steps_before, warm=True)
+    torch.testing.assert_close(warmed, eager, atol=1e-6, rtol=1e-6)
+
+
+def _train_small(make_opt, batches, steps_before: int, warm: bool) -> dict:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 3))
+    opt = make_opt(net.parameters())
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    for x, y in batches[:steps_before]:
+        step(x, y)
+    if warm:  # three steps on a different batch, as capture's warm-up does, then undone
+        noise = (torch.randn(16, 6) * 5, torch.randint(0, 3, (16,)))
+        run_undone(lambda: [step(*noise) for _ in range(3)], opt, [*net.parameters(), *net.buffers()])
+    for x, y in batches[steps_before:]:
+        step(x, y)
+    return net.state_dict()
 
 
 def test_bad_settings_name_the_valid_options():

@@ -57,6 +57,20 @@ class StepChunks:
     def batch_sampler(self):
         return getattr(self.loader, "batch_sampler", None)
 
+    # Mid-epoch resume: a loader that saves (epoch, batches done) counts Lightning's batches, which
+    # here are groups; it must skip the minibatches those groups held.
+    def state_dict(self) -> dict:
+        inner = getattr(self.loader, "state_dict", None)
+        state = dict(inner()) if callable(inner) else {}
+        if "batches_done" in state:
+            state["batches_done"] = self.minibatches(int(state["batches_done"]))
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        inner = getattr(self.loader, "load_state_dict", None)
+        if callable(inner) and state_dict:
+            inner(state_dict)
+
     def _sizes(self) -> list[int]:
         """Minibatches per chunk, from the loader's length (full batches, then the short one)."""
         n = len(self.loader)
@@ -113,23 +127,21 @@ class GraphStep:
     def __init__(self, step_fn, optimizer: torch.optim.Optimizer, tensors: Sequence[torch.Tensor],
                  x: torch.Tensor, y: torch.Tensor, warmup: int = 3):
         self.static_x, self.static_y = x.clone(), y.clone()
-        saved = [t.detach().clone() for t in tensors]
-        old_state = _snapshot_state(optimizer)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(warmup):
-                optimizer.zero_grad(set_to_none=True)
-                step_fn(self.static_x, self.static_y)
-        torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(self.graph):
-            step_fn(self.static_x, self.static_y)
-        with torch.no_grad():
-            for t, old in zip(tensors, saved):
-                t.copy_(old)
-            _restore_state(optimizer, old_state)
+
+        def capture():
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(warmup):
+                    optimizer.zero_grad(set_to_none=True)
+                    step_fn(self.static_x, self.static_y)
+            torch.cuda.current_stream().wait_stream(side)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.cuda.graph(self.graph):
+                step_fn(self.static_x, self.static_y)
+
+        run_undone(capture, optimizer, tensors)
 
     def fits(self, x: torch.Tensor) -> bool:
         return x.shape == self.static_x.shape
@@ -138,6 +150,22 @@ class GraphStep:
         self.static_x.copy_(x)
         self.static_y.copy_(y)
         self.graph.replay()
+
+
+def run_undone(fn, optimizer: torch.optim.Optimizer, tensors: Sequence[torch.Tensor]) -> None:
+    """Runs `fn` (warm-up steps, a capture), then puts `tensors` and the optimizer state back.
+
+    Restores happen in place (a graph holds these tensors' addresses). State that `fn` created is
+    zeroed: zero Adam moments and step count are Adam's fresh state, and a zero SGD momentum
+    buffer gives the same first update as a fresh one (buffer = grad, dampening 0).
+    """
+    saved = [t.detach().clone() for t in tensors]
+    old_state = _snapshot_state(optimizer)
+    fn()
+    with torch.no_grad():
+        for t, old in zip(tensors, saved):
+            t.copy_(old)
+        _restore_state(optimizer, old_state)
 
 
 def _state_items(optimizer: torch.optim.Optimizer) -> Iterator[tuple[tuple[int, str], torch.Tensor]]:
