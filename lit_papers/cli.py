@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 import lit_papers.modules  # noqa: F401  (registers every module and datamodule for short names)
 from lit_papers.core import run_folder
 from lit_papers.core.errors import RunFailed, UsageError
+from lit_papers.core.preemption import Preemption
 from lit_papers.core.rng_state import RngState
 from lit_papers.core.summary import RunArtifacts
 
@@ -90,7 +91,7 @@ class LitPapersCLI(LightningCLI):
             config["default_root_dir"] = str(folder)
         existing = list(config.get("callbacks") or [])
         extra = [RunArtifacts(seed=self.config_init[self.subcommand].get("seed_everything"),
-                              experiment=experiment), RngState()]
+                              experiment=experiment), RngState(), Preemption()]
         if not any(isinstance(cb, ModelCheckpoint) for cb in existing + list(callbacks)):
             monitor, mode = getattr(self.model, "checkpoint_monitor", ("val/acc", "max"))
             ckpts = folder / "checkpoints"
@@ -106,7 +107,8 @@ class LitPapersCLI(LightningCLI):
         cfg = self.config_init[self.subcommand]
         wanted = cfg.get("test_after_fit")
         wanted = getattr(self.model, "test_after_fit", True) if wanted is None else wanted
-        if not wanted or self.trainer.interrupted or self.trainer.fast_dev_run:
+        preempted = any(getattr(cb, "preempted", False) for cb in self.trainer.callbacks)
+        if not wanted or self.trainer.interrupted or preempted or self.trainer.fast_dev_run:
             return
         dm = self.datamodule
         has_test = dm is not None and type(dm).test_dataloader is not LightningDataModule.test_dataloader

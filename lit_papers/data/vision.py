@@ -6,12 +6,12 @@ from typing import Optional
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from .augment import random_crop_flip
 from .datasets import DATASETS, load_dataset
 from .device_loader import DeviceBatches
-from .epoch_shuffle import EpochShuffle
+from .epoch_shuffle import EpochShuffle, ResumableLoader, fit_progress
 
 
 class VisionDataModule(L.LightningDataModule):
@@ -98,9 +98,12 @@ class VisionDataModule(L.LightningDataModule):
         # The order is a function of (seed, epoch) so a resumed run sees the same batches.
         sampler = EpochShuffle(data, self.hparams.seed) if shuffle else None
         gen = torch.Generator().manual_seed(self.hparams.seed)  # the loader's base seed, not global RNG
-        return DataLoader(data, batch_size=batch_size, sampler=sampler, generator=gen,
-                          num_workers=self.hparams.num_workers,
-                          persistent_workers=self.hparams.num_workers > 0)
+        loader = ResumableLoader(data, batch_size=batch_size, sampler=sampler, generator=gen,
+                                 num_workers=self.hparams.num_workers,
+                                 persistent_workers=self.hparams.num_workers > 0)
+        if shuffle and self.trainer is not None:
+            loader.progress = fit_progress(self.trainer)  # mid-epoch checkpoints resume mid-epoch
+        return loader
 
     def train_dataloader(self):
         loader = self._loader(self.train_x, self.train_y, self.hparams.batch_size, shuffle=True)
