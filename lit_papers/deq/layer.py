@@ -50,7 +50,8 @@ class DEQLayer(nn.Module):
     differentiable iterations from z0, no solver: the oracle). eval_max_iter: forward budget
     when not training (None = max_iter). While `pretraining` is True the layer is a weight-tied
     stack of `pretrain_depth` cell applications trained by plain backprop.
-    jac_weight > 0 makes training calls return the Hutchinson penalty in `DEQInfo.jac_loss`.
+    forward(..., compute_jac=True) also returns the Hutchinson estimate of ||J||_F^2 / D at z*
+    (with `jac_probes` probes) in `DEQInfo.jac_loss`, differentiable in the cell's parameters.
     """
 
     def __init__(self, cell: nn.Module, solver: str = "anderson", max_iter: int = 30, tol: float = 1e-3,
@@ -58,7 +59,7 @@ class DEQLayer(nn.Module):
                  backward_solver: str = "anderson", backward_max_iter: int = 30, backward_tol: float = 1e-4,
                  backward_kwargs: dict | None = None, phantom_steps: int = 1, phantom_tau: float = 1.0,
                  unroll_steps: int = 30, eval_max_iter: int | None = None, pretrain_depth: int = 2,
-                 jac_weight: float = 0.0, jac_probes: int = 1):
+                 jac_probes: int = 1):
         super().__init__()
         SOLVERS.get(solver), SOLVERS.get(backward_solver)  # fail early on unknown names
         self.cell = cell
@@ -69,7 +70,7 @@ class DEQLayer(nn.Module):
         self.backward_max_iter, self.backward_tol = backward_max_iter, backward_tol
         self.phantom_steps, self.phantom_tau, self.unroll_steps = phantom_steps, phantom_tau, unroll_steps
         self.eval_max_iter, self.pretrain_depth = eval_max_iter, pretrain_depth
-        self.jac_weight, self.jac_probes = jac_weight, jac_probes
+        self.jac_probes = jac_probes
         self.pretraining = False
 
     def solve_forward(self, f, z0: Tensor, max_iter: int | None = None, solver: str | None = None,
@@ -80,7 +81,8 @@ class DEQLayer(nn.Module):
         kwargs = {"max_iter": max_iter, "tol": self.tol, "stop_mode": self.stop_mode, **self.solver_kwargs}
         return solve(solver or self.solver, f, z0, **{**kwargs, **overrides})
 
-    def forward(self, injection: Tensor, z0: Tensor | None = None) -> tuple[Tensor, DEQInfo]:
+    def forward(self, injection: Tensor, z0: Tensor | None = None,
+                compute_jac: bool = False) -> tuple[Tensor, DEQInfo]:
         """Return (z, info) with z (same shape as the cell state) carrying the chosen gradient."""
         f = lambda z: self.cell(z, injection)
         z0 = self.cell.init_state(injection) if z0 is None else z0
@@ -107,6 +109,6 @@ class DEQLayer(nn.Module):
                 z = implicit_output(f, result.z, self.backward_solver, kwargs, on_backward=info.set_backward)
             else:
                 z = phantom_output(f, result.z, self.phantom_steps, self.phantom_tau)
-            if self.training and self.jac_weight > 0:
+            if compute_jac:
                 info.jac_loss = jacobian_frobenius(f, result.z, n_probes=self.jac_probes)
         return z, info

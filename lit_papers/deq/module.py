@@ -1,0 +1,175 @@
+"""`DEQModule`: image classification with a deep equilibrium layer, trained by Lightning."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lit_papers.core import ClassifierModule, save_figure
+
+from .figures import iterations_figure, residual_figure
+from .implicit import check_backward_mode
+from .jacobian import spectral_radius
+from .layer import DEQInfo
+from .network import DEQNet
+from .solvers import SOLVERS
+
+
+class DEQModule(ClassifierModule):
+    """A DEQ classifier: stem -> z* = cell(z*, injection) -> head, gradients by the implicit hook.
+
+    Args:
+        cell: "conv" (MDEQ-style block with group norm) or "mlp"; width: state channels;
+            hidden: inner width of the cell (default width); groups: group-norm groups;
+            weight_norm: weight-normalise the cell's two linear maps; downsample: stride-2
+            stages in the conv stem; pool: pooled grid size of the conv head.
+        solver, max_iter, tol, stop_mode, solver_kwargs: forward root finder (naive, anderson,
+            broyden) with per-sample stopping; eval_max_iter: its budget outside training.
+        backward: "ift" (implicit-function-theorem hook), "phantom" or "unroll";
+            backward_solver, backward_max_iter, backward_tol, backward_kwargs: the hook's own
+            root finder; phantom_steps, phantom_tau: the phantom gradient; unroll_steps: the
+            unrolled mode.
+        jac_weight, jac_freq, jac_probes: Hutchinson ||J||_F^2 penalty weight, the fraction of
+            steps it is computed on, and probes per estimate.
+        pretrain_steps, pretrain_depth: the first steps train a weight-tied stack of that depth.
+        The remaining arguments are `ClassifierModule`'s (optimizer and schedule).
+    """
+
+    def __init__(self, cell: str = "conv", width: int = 32, hidden: Optional[int] = None, groups: int = 8,
+                 weight_norm: bool = True, downsample: int = 2, pool: int = 1,
+                 solver: str = "anderson", max_iter: int = 30, tol: float = 1e-3, stop_mode: str = "rel",
+                 solver_kwargs: Optional[dict] = None, eval_max_iter: Optional[int] = None,
+                 backward: str = "ift", backward_solver: str = "anderson", backward_max_iter: int = 30,
+                 backward_tol: float = 1e-4, backward_kwargs: Optional[dict] = None,
+                 phantom_steps: int = 1, phantom_tau: float = 1.0, unroll_steps: int = 30,
+                 jac_weight: float = 0.0, jac_freq: float = 1.0, jac_probes: int = 1,
+                 pretrain_steps: int = 0, pretrain_depth: int = 2,
+                 num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
+                 optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
+                 nesterov: bool = False, lr_schedule: str = "cosine",
+                 milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1):
+        SOLVERS.get(solver), SOLVERS.get(backward_solver), check_backward_mode(backward)  # fail fast
+        if not 0.0 <= jac_freq <= 1.0:
+            raise ValueError(f"jac_freq is the fraction of steps with the Jacobian penalty, in [0, 1]; got {jac_freq}")
+        super().__init__(arch="deq", arch_kwargs=None, num_classes=num_classes, input_shape=input_shape,
+                         optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                         nesterov=nesterov, lr_schedule=lr_schedule, milestones=milestones, gamma=gamma)
+        self.history: dict[str, list[float]] = {"step": [], "fwd_iters": [], "bwd_iters": [], "fwd_residual": []}
+        self._train_info: Optional[DEQInfo] = None
+
+    def build_network(self) -> nn.Module:
+        hp = self.hparams
+        cell_kwargs = {"groups": hp.groups, "hidden": hp.hidden, "weight_norm": hp.weight_norm}
+        return DEQNet(
+            tuple(hp.input_shape), hp.num_classes, cell=hp.cell, width=hp.width, downsample=hp.downsample,
+            pool=hp.pool, cell_kwargs=cell_kwargs, solver=hp.solver, max_iter=hp.max_iter, tol=hp.tol,
+            stop_mode=hp.stop_mode, solver_kwargs=hp.solver_kwargs, eval_max_iter=hp.eval_max_iter,
+            backward=hp.backward, backward_solver=hp.backward_solver, backward_max_iter=hp.backward_max_iter,
+            backward_tol=hp.backward_tol, backward_kwargs=hp.backward_kwargs, phantom_steps=hp.phantom_steps,
+            phantom_tau=hp.phantom_tau, unroll_steps=hp.unroll_steps, pretrain_depth=hp.pretrain_depth,
+            jac_probes=hp.jac_probes)
+
+    # -- steps -------------------------------------------------------------------------------
+    def deq_step(self, batch, compute_jac: bool = False):
+        """(loss, logits, y, info) of one batch."""
+        x, y = batch
+        logits, info = self.net(x, return_info=True, compute_jac=compute_jac)
+        return F.cross_entropy(logits, y), logits, y, info
+
+    def model_step(self, batch):
+        loss, logits, y, _ = self.deq_step(batch)
+        return loss, logits, y
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self.net.deq.pretraining = self.global_step < self.hparams.pretrain_steps
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        hp = self.hparams
+        compute_jac = hp.jac_weight > 0 and not self.net.deq.pretraining and (
+            hp.jac_freq >= 1.0 or torch.rand(()).item() < hp.jac_freq)
+        loss, logits, y, info = self.deq_step(batch, compute_jac)
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_forward(info, prefix="deq/")
+        if info.jac_loss is not None:
+            self.log("deq/jac_loss", info.jac_loss.detach())
+            loss = loss + hp.jac_weight * info.jac_loss
+        self._train_info = info
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # The backward solve runs inside loss.backward(), after training_step returned.
+        info, self._train_info = self._train_info, None
+        if info is None:
+            return
+        fwd = info.forward
+        bwd = info.backward
+        if bwd is not None:
+            self.log("deq/bwd_iters", bwd.nstep.float().mean())
+            self.log("deq/bwd_residual", bwd.rel_residual.mean())
+            self.log("deq/bwd_unconverged_frac", bwd.unconverged_frac)
+            self.log("deq/bwd_fallbacks", float(bwd.fallbacks))
+        self.history["step"].append(self.global_step)
+        self.history["fwd_iters"].append(float(fwd.nstep.float().mean()) if fwd is not None else math.nan)
+        self.history["fwd_residual"].append(float(self._residual(info)))
+        self.history["bwd_iters"].append(float(bwd.nstep.float().mean()) if bwd is not None else math.nan)
+
+    @staticmethod
+    def _residual(info: DEQInfo) -> torch.Tensor:
+        if info.forward is not None:
+            return info.forward.rel_residual.mean()
+        return info.unroll_residual.mean()
+
+    def log_forward(self, info: DEQInfo, prefix: str) -> None:
+        """Forward solver metrics: iterations, residual, unconverged / diverged fractions, fallbacks."""
+        self.log(f"{prefix}fwd_residual", self._residual(info))
+        fwd = info.forward
+        if fwd is None:  # pretraining or unrolled mode: no solver ran
+            return
+        self.log(f"{prefix}fwd_iters", fwd.nstep.float().mean())
+        self.log(f"{prefix}unconverged_frac", fwd.unconverged_frac)
+        self.log(f"{prefix}diverged_frac", float(fwd.diverged.float().mean()))
+        self.log(f"{prefix}fwd_fallbacks", float(fwd.fallbacks))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, logits, y, info = self.deq_step(batch)
+        self.val_acc(logits, y)
+        self.log("val/loss", loss, sync_dist=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+        self.log_forward(info, prefix="deq/val_")
+        if batch_idx == 0 and info.forward is not None:
+            # rho(J_f(z*)) < 1 is what makes the backward system well posed.
+            f, _ = self.cell_map(batch[0])
+            self.log("deq/spectral_radius", spectral_radius(f, info.forward.z, n_iter=10).mean())
+
+    def cell_map(self, x: torch.Tensor):
+        """(f, z0) with f(z) = cell(z, injection(x)): the fixed-point map of the batch x."""
+        injection = self.net.stem(x)
+        cell = self.net.deq.cell
+        return (lambda z: cell(z, injection)), cell.init_state(injection)
+
+    # -- figures -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def on_fit_end(self) -> None:
+        if self.history["step"]:
+            save_figure(self.trainer, iterations_figure(self.history), "deq_solver_iterations")
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None:
+            return
+        x = next(iter(dm.val_dataloader()))[0][:128].to(self.device)
+        self.eval()
+        f, z0 = self.cell_map(x)
+        layer = self.net.deq
+        budget = max(layer.max_iter, 60)
+        results = {name: layer.solve_forward(f, z0, max_iter=budget, solver=name, tol=1e-6)
+                   for name in SOLVERS.names()}
+        for name, res in results.items():
+            self.print(f"deq solver {name}: {res.nfe} evals, median rel residual "
+                       f"{res.rel_residual.median():.2e}")
+        save_figure(self.trainer, residual_figure(results), "deq_solver_residuals")

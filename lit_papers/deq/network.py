@@ -1,0 +1,40 @@
+"""`DEQNet`: stem -> equilibrium of a cell -> head, the image classifier of `DEQModule`."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from lit_papers.models.deq_cells import build_cell, build_head, build_stem
+from lit_papers.models.registry import MODELS
+
+from .layer import DEQInfo, DEQLayer
+
+
+class DEQNet(nn.Module):
+    """An MDEQ-style classifier: the stem computes the injection once, the DEQ layer finds
+    z* = cell(z*, injection), the head reads out z*.
+
+    cell: "conv" (MDEQ block with group norm) or "mlp"; width: state channels/features;
+    downsample: stride-2 stages in the conv stem; pool: pooled grid size in the conv head;
+    cell_kwargs: passed to the cell (groups, hidden, weight_norm); deq_kwargs: to `DEQLayer`.
+    """
+
+    def __init__(self, input_shape, num_classes, cell: str = "conv", width: int = 32, downsample: int = 1,
+                 pool: int = 1, cell_kwargs: dict | None = None, **deq_kwargs):
+        super().__init__()
+        cell_kwargs = dict(cell_kwargs or {})
+        self.stem = build_stem(cell, tuple(input_shape), width, downsample, cell_kwargs.get("groups", 8))
+        self.deq = DEQLayer(build_cell(cell, width, **cell_kwargs), **deq_kwargs)
+        self.head = build_head(cell, width, num_classes, pool)
+
+    def forward(self, x: Tensor, return_info: bool = False,
+                compute_jac: bool = False) -> Tensor | tuple[Tensor, DEQInfo]:
+        injection = self.stem(x)
+        z, info = self.deq(injection, compute_jac=compute_jac)
+        logits = self.head(z)
+        return (logits, info) if return_info else logits
+
+
+@MODELS.register("deq")
+def deq(input_shape, num_classes, **kwargs) -> DEQNet:
+    return DEQNet(tuple(input_shape), num_classes, **kwargs)

@@ -1,0 +1,122 @@
+"""Cells for deep equilibrium models, their stems and heads, and the explicit weight-tied net.
+
+A cell maps (z, injection) -> z' with z and the injection of the same shape; `init_state` gives
+z0. The injection (the input's features) is computed once by a stem, outside the fixed-point
+solve, so each solver step only pays for the cell. The same cell applied `depth` times from z0
+is the explicit, weight-tied network of that depth (`weight_tied`), the baseline a DEQ replaces.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm as _weight_norm
+
+from lit_papers.core.registry import Registry
+
+from .registry import MODELS
+
+DEQ_CELLS = Registry("deq cell")
+
+
+def _maybe_weight_norm(layer: nn.Module, enabled: bool) -> nn.Module:
+    # Weight norm decouples the scale of each filter from its direction, which keeps the cell's
+    # Lipschitz constant (and so the solver's difficulty) from drifting during training.
+    return _weight_norm(layer) if enabled else layer
+
+
+class _ResidualCell(nn.Module):
+    """MDEQ's block: z' = GN3(relu(z + GN2(B(relu(GN1(A z))) + injection))) for linear maps A, B."""
+
+    def __init__(self, first: nn.Module, second: nn.Module, hidden: int, width: int, groups: int):
+        super().__init__()
+        self.first, self.second = first, second
+        self.norm1 = nn.GroupNorm(math.gcd(groups, hidden), hidden)
+        self.norm2 = nn.GroupNorm(math.gcd(groups, width), width)
+        self.norm3 = nn.GroupNorm(math.gcd(groups, width), width)
+
+    def forward(self, z: Tensor, injection: Tensor) -> Tensor:
+        y = torch.relu(self.norm1(self.first(z)))
+        y = self.norm2(self.second(y) + injection)
+        return self.norm3(torch.relu(z + y))
+
+    def init_state(self, injection: Tensor) -> Tensor:
+        return torch.zeros_like(injection)
+
+
+@DEQ_CELLS.register("conv")
+class ConvCell(_ResidualCell):
+    """MDEQ-style conv cell on (B, width, H, W) states: two 3x3 convs, group norm, input injection."""
+
+    def __init__(self, width: int, hidden: int | None = None, groups: int = 8, kernel: int = 3,
+                 weight_norm: bool = True):
+        hidden = hidden or width
+        pad = kernel // 2
+        super().__init__(
+            _maybe_weight_norm(nn.Conv2d(width, hidden, kernel, padding=pad, bias=False), weight_norm),
+            _maybe_weight_norm(nn.Conv2d(hidden, width, kernel, padding=pad, bias=False), weight_norm),
+            hidden, width, groups)
+
+
+@DEQ_CELLS.register("mlp")
+class MLPCell(_ResidualCell):
+    """The same block with Linear maps on (B, width) states."""
+
+    def __init__(self, width: int, hidden: int | None = None, groups: int = 8, weight_norm: bool = True):
+        hidden = hidden or width
+        super().__init__(
+            _maybe_weight_norm(nn.Linear(width, hidden, bias=False), weight_norm),
+            _maybe_weight_norm(nn.Linear(hidden, width, bias=False), weight_norm),
+            hidden, width, groups)
+
+
+def build_stem(cell: str, input_shape: tuple[int, ...], width: int, downsample: int = 1,
+               groups: int = 8) -> nn.Module:
+    """Input -> injection. conv: 3x3 conv + GN, then `downsample` stride-2 conv stages; mlp: Linear."""
+    if cell == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), width))
+    if cell != "conv":
+        raise ValueError(f"unknown deq cell {cell!r}; valid deq cell names: {', '.join(DEQ_CELLS.names())}")
+    norm = lambda: nn.GroupNorm(math.gcd(groups, width), width)
+    layers: list[nn.Module] = [nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False), norm()]
+    for _ in range(downsample):
+        layers += [nn.ReLU(), nn.Conv2d(width, width, 3, stride=2, padding=1, bias=False), norm()]
+    return nn.Sequential(*layers)
+
+
+def build_head(cell: str, width: int, num_classes: int, pool: int = 1) -> nn.Module:
+    """Equilibrium state -> logits: average-pool to pool x pool (conv) and a linear classifier."""
+    if cell == "mlp":
+        return nn.Linear(width, num_classes)
+    return nn.Sequential(nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.Linear(width * pool * pool, num_classes))
+
+
+def build_cell(cell: str, width: int, **cell_kwargs) -> nn.Module:
+    """The registered cell `cell` ("conv" or "mlp") of state width `width`."""
+    return DEQ_CELLS.get(cell)(width, **cell_kwargs)
+
+
+class WeightTiedNet(nn.Module):
+    """stem -> the same cell applied `depth` times from z0 -> head (explicit, backprop through all)."""
+
+    def __init__(self, input_shape, num_classes, cell: str = "conv", width: int = 32, depth: int = 8,
+                 downsample: int = 1, pool: int = 1, **cell_kwargs):
+        super().__init__()
+        self.depth = depth
+        self.stem = build_stem(cell, input_shape, width, downsample, cell_kwargs.get("groups", 8))
+        self.cell = build_cell(cell, width, **cell_kwargs)
+        self.head = build_head(cell, width, num_classes, pool)
+
+    def forward(self, x: Tensor) -> Tensor:
+        injection = self.stem(x)
+        z = self.cell.init_state(injection)
+        for _ in range(self.depth):
+            z = self.cell(z, injection)
+        return self.head(z)
+
+
+@MODELS.register("weight_tied")
+def weight_tied(input_shape, num_classes, **kwargs) -> WeightTiedNet:
+    return WeightTiedNet(tuple(input_shape), num_classes, **kwargs)
