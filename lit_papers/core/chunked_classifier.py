@@ -17,7 +17,7 @@ from torch.func import vmap
 
 from .classifier import ClassifierModule
 from .optim import build_optimizer, build_scheduler
-from .step_capture import STEP_CAPTURE, GraphStep, StepChunks, resolve_capture
+from .step_capture import STEP_CAPTURE, GraphStep, StepChunks, make_capturable, resolve_capture
 
 _CAPTURABLE = ("adam", "adamw")  # optimizers whose step takes a tensor lr inside a CUDA graph
 
@@ -96,9 +96,7 @@ class ChunkedClassifierModule(ClassifierModule):
             sched = build_scheduler(hp.lr_schedule, opt, self._total_optimizer_steps(), hp.milestones,
                                     hp.gamma)
         if self.capture_mode == "cuda_graph" and hp.optimizer in _CAPTURABLE:
-            for group in opt.param_groups:  # tensor lr: the schedule fills it in place, the graph reads it
-                group["capturable"] = True
-                group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
+            make_capturable(opt, self.device)
         if self.capture_mode == "compile" and self._compiled is None:
             self._compiled = torch.compile(self.member_losses, mode="reduce-overhead")
         if sched is None:
@@ -192,6 +190,8 @@ class ChunkedClassifierModule(ClassifierModule):
             raw.step()
 
         if self._graph is None:
+            if self.hparams.optimizer in _CAPTURABLE:
+                make_capturable(raw, self.device)  # again: a resumed checkpoint restores old groups
             tensors = [*self.parameters(), *self.buffers(), *call]
             self._graph = GraphStep(step, raw, tensors, x, y)
         opt._on_before_step()  # Lightning's step counters, as LightningOptimizer.step would

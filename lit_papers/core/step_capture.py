@@ -113,6 +113,20 @@ def resolve_capture(mode: str, device: torch.device) -> str:
     return mode
 
 
+def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Adam/AdamW settings a CUDA graph needs: `capturable`, a tensor lr (schedules fill it in
+    place) and step counters on the device. Idempotent; also repairs state loaded from a
+    checkpoint written by an uncaptured run (whose param groups say capturable=False)."""
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+        if not isinstance(group["lr"], torch.Tensor):
+            group["lr"] = torch.tensor(float(group["lr"]), device=device)
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if isinstance(step, torch.Tensor) and step.device != p.device:
+                optimizer.state[p]["step"] = step.to(p.device, torch.float32)
+
+
 class GraphStep:
     """One whole optimizer step captured in a CUDA graph: replay = copy the batch in, run the graph.
 
