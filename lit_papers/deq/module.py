@@ -37,6 +37,7 @@ class DEQModule(ClassifierModule):
         jac_weight, jac_freq, jac_probes: Hutchinson ||J||_F^2 penalty weight, the fraction of
             steps it is computed on, and probes per estimate.
         pretrain_steps, pretrain_depth: the first steps train a weight-tied stack of that depth.
+        figure_max_iter: iterations per solver in the end-of-fit residual-vs-iteration figure.
         The remaining arguments are `ClassifierModule`'s (optimizer and schedule).
     """
 
@@ -48,7 +49,7 @@ class DEQModule(ClassifierModule):
                  backward_tol: float = 1e-4, backward_kwargs: Optional[dict] = None,
                  phantom_steps: int = 1, phantom_tau: float = 1.0, unroll_steps: int = 30,
                  jac_weight: float = 0.0, jac_freq: float = 1.0, jac_probes: int = 1,
-                 pretrain_steps: int = 0, pretrain_depth: int = 2,
+                 pretrain_steps: int = 0, pretrain_depth: int = 2, figure_max_iter: int = 60,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
                  optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
                  nesterov: bool = False, lr_schedule: str = "cosine",
@@ -162,12 +163,11 @@ class DEQModule(ClassifierModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None:
             return
-        x = next(iter(dm.val_dataloader()))[0][:128].to(self.device)
+        x = next(iter(dm.val_dataloader()))[0][:64].to(self.device)
         self.eval()
         f, z0 = self.cell_map(x)
         layer = self.net.deq
-        budget = max(layer.max_iter, 60)
-        results = {name: layer.solve_forward(f, z0, max_iter=budget, solver=name, tol=1e-6)
+        results = {name: layer.solve_forward(f, z0, max_iter=self.hparams.figure_max_iter, solver=name, tol=1e-6)
                    for name in SOLVERS.names()}
         for name, res in results.items():
             self.print(f"deq solver {name}: {res.nfe} evals, median rel residual "
