@@ -163,7 +163,8 @@ class DEQModule(ClassifierModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None:
             return
-        x = next(iter(dm.val_dataloader()))[0][:64].to(self.device)
+        loader = dm.val_dataloader() or dm.train_dataloader()  # [] when there is no validation split
+        x = next(iter(loader))[0][:64].to(self.device)
         self.eval()
         f, z0 = self.cell_map(x)
         layer = self.net.deq

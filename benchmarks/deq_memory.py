@@ -1,0 +1,116 @@
+"""Training memory and time per step: DEQ vs the explicit weight-tied net of equal effective depth.
+
+For each depth L the explicit net applies the conv cell L times with backprop through all of them;
+the DEQ runs exactly L forward solver iterations (tol = 0) and L backward iterations of the
+implicit hook. Each configuration runs in a fresh process so its peak memory is its own:
+on CPU the peak is the growth of the resident-set high-water mark during the training steps,
+on CUDA `torch.cuda.max_memory_allocated`. Bytes saved for backward are counted exactly with
+`torch.autograd.graph.saved_tensors_hooks`.
+
+    OMP_NUM_THREADS=1 python benchmarks/deq_memory.py --depths 6 12 24 --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import sys
+import time
+
+
+def build(kind: str, depth: int, args):
+    import lit_papers.core  # noqa: F401  (import order: core before models)
+    from lit_papers.deq import DEQNet
+    from lit_papers.models import build_model
+
+    shape = (1, 28, 28)
+    common = dict(cell="conv", width=args.width, downsample=args.downsample)
+    if kind == "explicit":
+        return build_model("weight_tied", shape, 10, depth=depth, **common)
+    return DEQNet(shape, 10, solver=args.solver, max_iter=depth, tol=0.0, backward_solver=args.solver,
+                  backward_max_iter=depth, backward_tol=0.0, **common)
+
+
+def saved_bytes(net, x) -> int:
+    import torch
+
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(x)
+    return total[0]
+
+
+def measure(kind: str, depth: int, args, queue) -> None:
+    """Run in a child process: time `args.steps` training steps and record the peak memory."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    net = build(kind, depth, args).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.randn(args.batch, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (args.batch,), device=device)
+    saved = saved_bytes(net, x)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    times = []
+    for _ in range(args.steps + 1):  # the first step is a warm-up
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    queue.put({"kind": kind, "depth": depth, "saved_mib": saved / 2**20, "peak_mib": (peak - base) / 2**20,
+               "step_ms": 1e3 * statistics.median(times[1:])})
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--depths", type=int, nargs="+", default=[6, 12, 24])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--downsample", type=int, default=1, help="stride-2 stem stages (1: 14x14 states)")
+    parser.add_argument("--solver", default="anderson", help="DEQ forward and backward solver")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+    ctx = mp.get_context("spawn")  # a fresh process per row: clean peak-memory high-water marks
+    rows = []
+    for depth in args.depths:
+        for kind in ("explicit", "deq"):
+            queue = ctx.Queue()
+            proc = ctx.Process(target=measure, args=(kind, depth, args, queue))
+            proc.start()
+            row = queue.get()
+            proc.join()
+            rows.append(row)
+            print(f"{kind:8s} depth {depth:3d}: peak +{row['peak_mib']:7.1f} MiB, saved for backward "
+                  f"{row['saved_mib']:7.1f} MiB, {row['step_ms']:7.1f} ms/step", flush=True)
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump({"args": vars(args), "rows": rows, "python": sys.version.split()[0]}, fh, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
