@@ -97,9 +97,11 @@ def test_fge_fit_lr_members_and_ensemble():
 
 
 def test_independent_members_restart_from_fresh_weights():
-    model, record, _, _ = _fit(schedule="independent", pretrain=0, cycle=1, cycles=2, batches=2)
+    model, record, _, _ = _fit(schedule="independent", pretrain=0, cycle=1, cycles=2, batches=4)
     assert model.ensemble.members == 2
-    assert record.lrs[0] == pytest.approx(A1) and record.lrs[2] == pytest.approx(A1)  # restarted
+    # Each member follows the module's own recipe (lr 0.05, swa_linear), restarted every cycle.
+    assert record.lrs[0] == pytest.approx(0.05) and record.lrs[4] == pytest.approx(0.05)
+    assert record.lrs[3] == record.lrs[7] == pytest.approx(0.05 * (1 - 0.25 / 0.4 * 0.99))
     w0, w1 = (m["layers.1.weight"] for m in model.members)
     assert not torch.allclose(w0, w1)
     with pytest.raises(ValueError, match="pretrain_epochs: 0"):

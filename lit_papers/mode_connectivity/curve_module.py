@@ -62,7 +62,6 @@ class CurveModule(ClassifierModule):
         plane_points: grid side of the loss plane (0 skips it); plane_margin: relative margin.
     """
 
-    checkpoint_monitor = (None, "min")  # phases make "best" meaningless: keep the last checkpoint
     test_after_fit = False  # the final evaluation covers the test set along the whole curve
 
     def __init__(self, arch: str = "mlp", arch_kwargs: Optional[dict] = None,

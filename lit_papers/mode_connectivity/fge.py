@@ -7,8 +7,9 @@ weights. `CYCLES.get(name)(alpha1, alpha2)` returns a `CycleSchedule`:
 - `fge`: triangle alpha1 -> alpha2 (p = 1/2) -> alpha1, snapshot at the LR minimum, p = 1/2.
 - `sse`: Snapshot Ensembles (Huang et al. 2017): cosine alpha1 -> 0 restarted every cycle,
   snapshot at the end of each cycle.
-- `independent`: every cycle re-initialises the network and trains it with a linear decay
-  alpha1 -> alpha2, snapshot at the end: an ensemble of independent networks.
+- `independent`: every cycle re-initialises the network and trains it with the module's own
+  recipe (`lr`, `lr_schedule`) restarted over the cycle, snapshot at the end: an ensemble of
+  independently trained networks (alpha1/alpha2 unused).
 
 The ensemble predicts the mean of its members' softmax probabilities.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +40,7 @@ def triangle_lr(position: float, alpha1: float, alpha2: float) -> float:
 
 @dataclass(frozen=True)
 class CycleSchedule:
-    lr: Callable[[float], float]  # position in the cycle, [0, 1) -> learning rate
+    lr: Optional[Callable[[float], float]]  # position in the cycle, [0, 1) -> LR; None: normal recipe
     snapshot_at: float  # position of the snapshot (0.5 = middle, 1.0 = end of the cycle)
     restart: bool = False  # re-initialise the network at the start of every cycle
 
@@ -63,8 +65,8 @@ def snapshot_cycle(alpha1: float, alpha2: float = 0.0) -> CycleSchedule:
 
 
 @CYCLES.register("independent")
-def independent_cycle(alpha1: float, alpha2: float) -> CycleSchedule:
-    return CycleSchedule(lr=lambda p: alpha1 + (alpha2 - alpha1) * (p % 1.0), snapshot_at=1.0, restart=True)
+def independent_cycle(alpha1: float = 0.0, alpha2: float = 0.0) -> CycleSchedule:
+    return CycleSchedule(lr=None, snapshot_at=1.0, restart=True)
 
 
 class ProbabilityEnsemble:

@@ -20,12 +20,13 @@ from typing import Optional
 
 import torch
 
-from lit_papers.core import ClassifierModule
+from lit_papers.core import ClassifierModule, save_figure
 from lit_papers.core.optim import SCHEDULES, build_optimizer
 
 from .batchnorm import has_batchnorm, recompute_bn
 from .curve_module import load_endpoint
 from .fge import CYCLES, ProbabilityEnsemble, ensemble_predict, predict_probs, probability_metrics
+from .figures import ensemble_figure
 
 
 class FGEModule(ClassifierModule):
@@ -42,7 +43,6 @@ class FGEModule(ClassifierModule):
         keep_members: keep member weights (CPU) for `ensemble_forward` and in checkpoints.
     """
 
-    checkpoint_monitor = (None, "min")  # the last checkpoint holds the whole ensemble
     test_after_fit = False  # the ensemble is evaluated on the test set after every member
 
     def __init__(self, arch: str = "mlp", arch_kwargs: Optional[dict] = None,
@@ -69,7 +69,7 @@ class FGEModule(ClassifierModule):
         self.cycle = cycle
         self.ensemble = ProbabilityEnsemble()
         self.members: list[dict[str, torch.Tensor]] = []  # CPU state dicts when keep_members
-        self.member_accs: list[float] = []
+        self.history: list[dict[str, float]] = []  # metrics after each member
 
     def build_network(self):
         net = super().build_network()
@@ -99,10 +99,13 @@ class FGEModule(ClassifierModule):
     def lr_at(self, step: int, per_epoch: int) -> float:
         """The learning rate of optimizer step `step` (`per_epoch` steps per epoch)."""
         hp = self.hparams
+        recipe = SCHEDULES.get(hp.lr_schedule)(milestones=hp.milestones, gamma=hp.gamma)
         pre = self.pretrain * per_epoch
         if step < pre:
-            return hp.lr * SCHEDULES.get(hp.lr_schedule)(milestones=hp.milestones, gamma=hp.gamma)(step, pre)
+            return hp.lr * recipe(step, pre)
         length = hp.cycle_epochs * per_epoch
+        if self.cycle.lr is None:  # independent members: the normal recipe, restarted every cycle
+            return hp.lr * recipe((step - pre) % length, length)
         return self.cycle.lr(((step - pre) % length) / length)
 
     def configure_optimizers(self):
@@ -126,7 +129,8 @@ class FGEModule(ClassifierModule):
         if inside == 0 and cycle > 0:
             # A new independent member: fresh weights, fresh optimizer state.
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(10_000 + cycle)
+                # Derived from the run's seed, so different seeds give different ensembles.
+                torch.manual_seed(torch.initial_seed() + 10_000 * cycle)
                 fresh = super().build_network()
             self.net.load_state_dict(fresh.state_dict())
             for opt in self.trainer.optimizers:
@@ -154,14 +158,19 @@ class FGEModule(ClassifierModule):
         if self.hparams.keep_members:
             self.members.append({k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()})
         member = probability_metrics(probs.double().cpu(), targets)
-        self.member_accs.append(member["acc"])
         ens = self.ensemble.metrics(targets)
+        best = max([h["fge/member_acc"] for h in self.history] + [member["acc"]])
         metrics = {"fge/members": float(self.ensemble.members), "fge/member_acc": member["acc"],
-                   "fge/member_nll": member["nll"], "fge/best_member_acc": max(self.member_accs),
+                   "fge/member_nll": member["nll"], "fge/best_member_acc": best,
                    "fge/ensemble_acc": ens["acc"], "fge/ensemble_nll": ens["nll"]}
+        self.history.append(metrics)
         for key, value in metrics.items():
             self.log(key, value)
         return metrics
+
+    def on_train_end(self) -> None:
+        if self.history:
+            save_figure(self.trainer, ensemble_figure(self.history, self.hparams.schedule), "fge_ensemble")
 
     def member_networks(self) -> list[torch.nn.Module]:
         """The kept members as networks (eval mode)."""
@@ -180,12 +189,12 @@ class FGEModule(ClassifierModule):
 
     # -- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["fge"] = {"ensemble": self.ensemble.state_dict(), "member_accs": list(self.member_accs),
+        checkpoint["fge"] = {"ensemble": self.ensemble.state_dict(), "history": list(self.history),
                              "members": self.members if self.hparams.keep_members else []}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("fge")
         if state:
             self.ensemble.load_state_dict(state["ensemble"])
-            self.member_accs = list(state["member_accs"])
+            self.history = list(state["history"])
             self.members = list(state["members"])

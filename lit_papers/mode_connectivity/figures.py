@@ -57,3 +57,20 @@ def plane_figure(grid: Mapping[str, np.ndarray], curve_xy: Sequence[tuple[float,
         ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def ensemble_figure(history: Sequence[Mapping[str, float]], schedule: str = "fge"):
+    """Test accuracy of each member and of the ensemble of the first k members, against k."""
+    fig, (ax_acc, ax_nll) = plt.subplots(1, 2, figsize=(10, 3.8))
+    k = [int(h["fge/members"]) for h in history]
+    ax_acc.plot(k, [100 * h["fge/ensemble_acc"] for h in history], "o-", label=f"{schedule} ensemble")
+    ax_acc.plot(k, [100 * h["fge/member_acc"] for h in history], "s--", label="member k")
+    ax_nll.plot(k, [h["fge/ensemble_nll"] for h in history], "o-", label=f"{schedule} ensemble")
+    ax_nll.plot(k, [h["fge/member_nll"] for h in history], "s--", label="member k")
+    ax_acc.set(xlabel="members", ylabel="test accuracy (%)", title="accuracy")
+    ax_nll.set(xlabel="members", ylabel="test NLL", title="NLL")
+    for ax in (ax_acc, ax_nll):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
