@@ -77,7 +77,8 @@ def sample_toy2d(name: str, n: int, seed: int = 0, noise: float | None = None) -
         raise ValueError(f"unknown 2D density {name!r}; valid densities: {sorted(DENSITIES)}")
     g = torch.Generator().manual_seed(seed)
     kwargs = {} if noise is None else {"noise": noise}
-    return DENSITIES[name](n, g, **kwargs).float()
+    x = DENSITIES[name](n, g, **kwargs)
+    return x[torch.randperm(n, generator=g)].float()  # shuffled: any prefix is a fair sample
 
 
 class Toy2DDataModule(L.LightningDataModule):

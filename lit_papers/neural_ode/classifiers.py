@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+import lit_papers.core  # noqa: F401  (core imports models: load it first to keep the import order)
+from lit_papers.models import MODELS
 from lit_papers.neural_ode.dynamics import ConvDynamics, ResidualStack
 from lit_papers.neural_ode.odeblock import ODEBlock
 
@@ -93,6 +95,11 @@ VARIANTS: dict[str, Callable[..., nn.Module]] = {
     "rknet": _ode_classifier(adjoint=False),
     "odenet": _ode_classifier(adjoint=True),
 }
+
+
+for _name, _factory in VARIANTS.items():
+    # Also buildable by name through lit_papers.models.build_model("node_<variant>", ...).
+    MODELS.register(f"node_{_name}")(_factory)
 
 
 def build_classifier(variant: str, input_shape, num_classes: int, **kwargs) -> nn.Module:

@@ -80,15 +80,24 @@ class CNFDynamics(nn.Module):
     Called with a plain tensor it returns f alone (sampling needs no trace).
     The Hutchinson noise ``eps`` is drawn once per solve (``resample_noise``) and
     held fixed across the solver's steps, so the integrand is a smooth function of t.
+    ``eval_trace`` is the estimator in eval mode (exact by default: reported
+    log-likelihoods carry no estimator noise).
     """
 
-    def __init__(self, field: nn.Module, trace: str = "exact", noise: str = "gaussian"):
+    def __init__(self, field: nn.Module, trace: str = "exact", noise: str = "gaussian",
+                 eval_trace: str = "exact"):
         super().__init__()
         self.field = field
-        self.trace_name = trace
-        self.trace_fn = _pick(TRACES, trace, "trace estimator")
+        self.trace_names = {True: trace, False: eval_trace}
+        for name in self.trace_names.values():
+            _pick(TRACES, name, "trace estimator")
         self.noise_fn = _pick(NOISES, noise, "Hutchinson noise")
         self.eps: torch.Tensor | None = None
+
+    @property
+    def trace_name(self) -> str:
+        """The estimator in use: ``trace`` when training, ``eval_trace`` otherwise."""
+        return self.trace_names[self.training]
 
     def resample_noise(self, z: torch.Tensor) -> None:
         self.eps = self.noise_fn(z) if self.trace_name == "hutchinson" else None
@@ -103,7 +112,7 @@ class CNFDynamics(nn.Module):
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)
             f = self.field(t, z)
-            tr = self.trace_fn(f, z, self.eps, create_graph)
+            tr = TRACES[self.trace_name](f, z, self.eps, create_graph)
         if not create_graph:
             f, tr = f.detach(), tr.detach()
         return f, tr
@@ -120,16 +129,16 @@ class CNF(nn.Module):
     Args:
         field: the vector field f(t, z), an ``nn.Module``.
         T: flow time.
-        trace: ``exact`` or ``hutchinson``.
+        trace: ``exact`` or ``hutchinson`` (training); eval_trace: the same in eval mode.
         noise: Hutchinson noise, ``gaussian`` or ``rademacher``.
         **solver: ``ODEBlock`` arguments (method, rtol, atol, eval_rtol, eval_atol,
             step_size, adjoint, max_num_steps).
     """
 
     def __init__(self, field: nn.Module, T: float = 1.0, trace: str = "exact",
-                 noise: str = "gaussian", **solver):
+                 noise: str = "gaussian", eval_trace: str = "exact", **solver):
         super().__init__()
-        self.dynamics = CNFDynamics(field, trace, noise)
+        self.dynamics = CNFDynamics(field, trace, noise, eval_trace)
         self.block = ODEBlock(self.dynamics, T=T, **solver)
 
     @property

@@ -9,6 +9,8 @@ backwards in time and stores no intermediate activations.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -171,3 +173,15 @@ class ODEBlock(nn.Module):
         t = torch.tensor([0.0, self.T], dtype=ref.dtype, device=ref.device)
         out = self.integrate(h0, t)
         return tuple(o[-1] for o in out) if isinstance(out, tuple) else out[-1]
+
+
+@contextmanager
+def solver_settings(block: ODEBlock, method: str, rtol: float, atol: float) -> Iterator[ODEBlock]:
+    """Temporarily solve ``block`` with another method and eval tolerances (restored on exit)."""
+    saved = (block.solver, block.method, block.eval_rtol, block.eval_atol)
+    block.solver, block.method = get_solver(method), method
+    block.eval_rtol, block.eval_atol = rtol, atol
+    try:
+        yield block
+    finally:
+        block.solver, block.method, block.eval_rtol, block.eval_atol = saved

@@ -1,0 +1,145 @@
+"""`CNFModule`: maximum-likelihood training of a continuous normalizing flow on 2D densities."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Optional
+
+import lightning as L
+import torch
+
+from lit_papers.core import save_figure
+from lit_papers.core.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+
+from .cnf import CNF, NOISES, TRACES, TimeConcatMLP
+from .cnf_figures import density_figure
+from .odeblock import get_solver, translate_solver_error
+
+
+class CNFModule(L.LightningModule):
+    """A CNF f(t, z) = MLP([t, z]) fit by maximum likelihood, log p(x) by the change of variables.
+
+    Args:
+        dim: data dimension (2 for the toy densities; read from the datamodule when None).
+        hidden: hidden widths of the vector field's MLP.
+        T: flow time from data (t = 0) to the standard normal base (t = T).
+        trace: ``exact`` or ``hutchinson`` for training; eval_trace: the same for val/test
+            (exact by default, so reported log-likelihoods are exact up to solver tolerance).
+        hutchinson_noise: ``gaussian`` or ``rademacher`` (drawn once per solve).
+        method, rtol, atol, eval_rtol, eval_atol, step_size, adjoint, max_num_steps: the ODE solve.
+        optimizer, lr, weight_decay, lr_schedule: as in ``ClassifierModule``.
+        grid_size, n_samples: resolution of the density figure and number of drawn samples.
+
+    Logged: ``train/nll``, ``val/nll``, ``test/nll`` (negative log-likelihood in nats per point),
+    ``node/nfe_forward``, ``node/nfe_backward``, ``node/step_time_ms``.
+    """
+
+    checkpoint_monitor: tuple[str, str] = ("val/nll", "min")
+    test_after_fit: bool = True
+
+    def __init__(self, dim: Optional[int] = None, hidden: Sequence[int] = (64, 64, 64), T: float = 1.0,
+                 trace: str = "exact", eval_trace: str = "exact", hutchinson_noise: str = "rademacher",
+                 method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
+                 eval_rtol: Optional[float] = None, eval_atol: Optional[float] = None,
+                 step_size: Optional[float] = None, adjoint: bool = True, max_num_steps: int = 1000,
+                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
+                 lr_schedule: str = "constant", grid_size: int = 100, n_samples: int = 2000):
+        super().__init__()
+        self.save_hyperparameters()
+        for table, name, what in ((TRACES, trace, "trace estimator"), (TRACES, eval_trace, "trace estimator"),
+                                  (NOISES, hutchinson_noise, "Hutchinson noise")):
+            if name not in table:
+                raise ValueError(f"unknown {what} {name!r}; valid: {sorted(table)}")
+        get_solver(method), OPTIMIZERS.get(optimizer), SCHEDULES.get(lr_schedule)  # fail fast on names
+        self.flow: Optional[CNF] = None
+        if dim is not None:
+            self.flow = self.build_flow()
+        self._step_start = 0.0
+
+    def build_flow(self) -> CNF:
+        hp = self.hparams
+        field = TimeConcatMLP(hp.dim, tuple(hp.hidden))
+        return CNF(field, T=hp.T, trace=hp.trace, noise=hp.hutchinson_noise, eval_trace=hp.eval_trace,
+                   method=hp.method, rtol=hp.rtol, atol=hp.atol, eval_rtol=hp.eval_rtol,
+                   eval_atol=hp.eval_atol, step_size=hp.step_size, adjoint=hp.adjoint,
+                   max_num_steps=hp.max_num_steps)
+
+    def setup(self, stage: str) -> None:
+        if self.flow is not None:
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or not hasattr(dm, "dim"):
+            raise ValueError("CNFModule needs the data dimension: give model.dim or use a datamodule "
+                             "with a `dim` attribute (Toy2DDataModule)")
+        self.hparams.dim = int(dm.dim)
+        self.flow = self.build_flow()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) per point: (N, D) -> (N,)."""
+        return self.flow.log_prob(x)
+
+    # -- steps -------------------------------------------------------------------------------
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._step_start = time.perf_counter()
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        nll = -self(batch[0]).mean()
+        self.log("train/nll", nll, prog_bar=True)
+        self.log("node/nfe_forward", float(self.flow.block.nfe_forward), prog_bar=True)
+        return nll
+
+    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        try:
+            super().backward(loss, *args, **kwargs)
+        except AssertionError as err:
+            raise translate_solver_error(err) from err
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.log("node/step_time_ms", (time.perf_counter() - self._step_start) * 1e3)
+        self.log("node/nfe_backward", float(self.flow.block.nfe_backward), prog_bar=True)
+
+    def log_prob_outside_inference_mode(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) where Lightning evaluates under inference mode: the trace needs autograd."""
+        with torch.inference_mode(False), torch.no_grad():
+            return self(x.clone())  # clone: inference tensors cannot enter autograd
+
+    def _eval_step(self, batch, split: str) -> None:
+        nll = -self.log_prob_outside_inference_mode(batch[0]).mean()
+        self.log(f"{split}/nll", nll, prog_bar=split == "val", batch_size=len(batch[0]))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self.log_prob_outside_inference_mode(batch[0])
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = build_optimizer(hp.optimizer, self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.lr_schedule == "constant":
+            return opt
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": build_scheduler(hp.lr_schedule, opt, total),
+                                                   "interval": "step"}}
+
+    # -- figure ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def on_fit_end(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or self.hparams.dim != 2:
+            return
+        was_training = self.training
+        self.eval()
+        data = dm.train_x[: self.hparams.n_samples]
+        lim = float(data.abs().max()) * 1.15
+        side = torch.linspace(-lim, lim, self.hparams.grid_size, device=self.device)
+        grid = torch.stack(torch.meshgrid(side, side, indexing="xy"), -1).reshape(-1, 2)
+        density = torch.cat([self(chunk).exp() for chunk in grid.split(5000)])
+        samples = self.flow.sample(self.hparams.n_samples, 2, torch.Generator().manual_seed(0))
+        self.train(was_training)
+        fig = density_figure(data.cpu(), side.cpu(), density.view(len(side), len(side)).cpu(), samples.cpu())
+        save_figure(self.trainer, fig, "cnf_density")

@@ -1,0 +1,166 @@
+"""`NeuralODEModule`: the MNIST classifiers of Chen et al. 2018, Table 1, trained by Lightning."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Optional
+
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
+
+from lit_papers.core import ClassifierModule, save_figure
+
+from .classifiers import VARIANTS, build_classifier, count_parameters
+from .figures import nfe_tolerance_figure, nfe_training_figure
+from .odeblock import get_solver, solver_settings, translate_solver_error
+
+
+class NeuralODEModule(ClassifierModule):
+    """ODE-Net, RK-Net, ResNet or MLP on images, with the ODE solver's NFE logged every step.
+
+    Args:
+        variant: ``odenet`` (adjoint gradients), ``rknet`` (backprop through the solver),
+            ``resnet`` (``depth`` residual blocks) or ``mlp`` (one hidden layer of ``hidden`` units).
+        channels: feature channels after the downsampling stem.
+        T, method, rtol, atol, eval_rtol, eval_atol, step_size, max_num_steps: the ODE block
+            (see ``ODEBlock``); eval tolerances default to the training ones.
+        nfe_tolerances: after fit, the validation set is solved with ``sweep_method`` at each of
+            these tolerances to plot NFE and error against tolerance (empty: no sweep), on at most
+            ``sweep_samples`` validation images.
+        The remaining arguments are ``ClassifierModule``'s (optimizer and schedule).
+
+    Logged: ``node/nfe_forward``, ``node/nfe_backward`` (0 unless adjoint), ``node/step_time_ms``,
+    ``node/params``, and ``node/peak_mem_mb`` on CUDA.
+    """
+
+    def __init__(self, variant: str = "odenet", channels: int = 64, depth: int = 6, hidden: int = 300,
+                 T: float = 1.0, method: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-3,
+                 eval_rtol: Optional[float] = None, eval_atol: Optional[float] = None,
+                 step_size: Optional[float] = None, max_num_steps: int = 1000,
+                 nfe_tolerances: Sequence[float] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5),
+                 sweep_method: str = "dopri5", sweep_samples: int = 1000,
+                 num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
+                 optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.9,
+                 weight_decay: float = 0.0, nesterov: bool = False, lr_schedule: str = "constant",
+                 milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1):
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown Neural ODE variant {variant!r}; valid variants: {sorted(VARIANTS)}")
+        get_solver(method), get_solver(sweep_method)  # fail fast on names
+        super().__init__(arch=f"node_{variant}", arch_kwargs=None, num_classes=num_classes,
+                         input_shape=input_shape, optimizer=optimizer, lr=lr, momentum=momentum,
+                         weight_decay=weight_decay, nesterov=nesterov, lr_schedule=lr_schedule,
+                         milestones=milestones, gamma=gamma)
+        self.nfe_history: dict[str, list[float]] = {"epoch": [], "nfe_forward": [], "nfe_backward": []}
+        self._epoch_nfe: list[tuple[int, int]] = []
+        self._step_start = 0.0
+
+    def build_network(self) -> nn.Module:
+        hp = self.hparams
+        net = build_classifier(
+            hp.variant, tuple(hp.input_shape), hp.num_classes, channels=hp.channels, depth=hp.depth,
+            hidden=hp.hidden, T=hp.T, method=hp.method, rtol=hp.rtol, atol=hp.atol,
+            eval_rtol=hp.eval_rtol, eval_atol=hp.eval_atol, step_size=hp.step_size,
+            max_num_steps=hp.max_num_steps,
+        )
+        rank_zero_only(print)(f"{hp.variant}: {count_parameters(net):,} parameters")
+        return net
+
+    @property
+    def ode_block(self):
+        """The network's ODE block, or None for ResNet / MLP."""
+        return getattr(self.net, "ode_block", None)
+
+    # -- per-step measurements ---------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # self.log is not available in on_fit_start: write the constant straight to the loggers.
+        for logger in self.loggers:
+            logger.log_metrics({"node/params": float(count_parameters(self.net))}, step=0)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._step_start = time.perf_counter()
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        if self.ode_block is not None:
+            self.log("node/nfe_forward", float(self.ode_block.nfe_forward), prog_bar=True)
+        return loss
+
+    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        # The adjoint's backward solve can also fail on a stiff field: explain it the same way.
+        try:
+            super().backward(loss, *args, **kwargs)
+        except AssertionError as err:
+            raise translate_solver_error(err) from err
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.log("node/peak_mem_mb", torch.cuda.max_memory_allocated(self.device) / 2**20)
+        self.log("node/step_time_ms", (time.perf_counter() - self._step_start) * 1e3)
+        block = self.ode_block
+        if block is not None:
+            # After backward, the counter holds the adjoint solve's evaluations only.
+            self.log("node/nfe_backward", float(block.nfe_backward), prog_bar=True)
+            self._epoch_nfe.append((block.nfe_forward, block.nfe_backward))
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_nfe:
+            nfe = torch.tensor(self._epoch_nfe, dtype=torch.float64).mean(0)
+            self.nfe_history["epoch"].append(self.current_epoch)
+            self.nfe_history["nfe_forward"].append(nfe[0].item())
+            self.nfe_history["nfe_backward"].append(nfe[1].item())
+            self._epoch_nfe = []
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        super().validation_step(batch, batch_idx)
+        if self.ode_block is not None:
+            self.log("node/val_nfe_forward", float(self.ode_block.nfe_forward))
+
+    # -- figures -----------------------------------------------------------------------------
+    def on_fit_end(self) -> None:
+        if self.ode_block is None:
+            return
+        h = self.nfe_history
+        if h["epoch"]:
+            fig = nfe_training_figure(h["epoch"], h["nfe_forward"], h["nfe_backward"])
+            save_figure(self.trainer, fig, "neural_ode_nfe_training")
+        dm = getattr(self.trainer, "datamodule", None)
+        if self.hparams.nfe_tolerances and dm is not None:
+            rows = self.tolerance_sweep(dm.val_dataloader())
+            for r in rows:
+                self.print(f"tol {r['tol']:.0e}: NFE {r['nfe']}, val error {100 * r['error']:.2f}%, "
+                           f"{r['time_s']:.2f} s")
+            save_figure(self.trainer, nfe_tolerance_figure(rows), "neural_ode_nfe_tolerance")
+
+    @torch.no_grad()
+    def tolerance_sweep(self, loader) -> list[dict]:
+        """Solve the first ``sweep_samples`` images of ``loader`` at every tolerance in ``nfe_tolerances``.
+
+        Returns one row per tolerance: {tol, nfe (max over batches), error, time_s}.
+        """
+        was_training = self.training
+        self.eval()
+        batches, seen = [], 0
+        for x, y in loader:
+            if seen >= self.hparams.sweep_samples:
+                break
+            keep = self.hparams.sweep_samples - seen
+            batches.append((x[:keep], y[:keep]))
+            seen += len(batches[-1][1])
+        rows = []
+        for tol in self.hparams.nfe_tolerances:
+            with solver_settings(self.ode_block, self.hparams.sweep_method, tol, tol):
+                wrong, total, nfe, start = 0, 0, 0, time.perf_counter()
+                for x, y in batches:
+                    x, y = x.to(self.device), y.to(self.device)
+                    wrong += (self(x).argmax(-1) != y).sum().item()
+                    total += len(y)
+                    nfe = max(nfe, self.ode_block.nfe_forward)
+                rows.append({"tol": tol, "nfe": nfe, "error": wrong / max(total, 1),
+                             "time_s": time.perf_counter() - start})
+        self.train(was_training)
+        return rows
