@@ -198,3 +198,20 @@ def test_bad_arguments_name_the_fix(kwargs, match):
 def test_val_interval_must_divide_levels():
     with pytest.raises(ValueError, match="must divide"):
         fit(round_steps=25)
+
+
+def test_resume_between_last_step_and_its_validation(ticket_run, tmp_path):
+    # a step-based checkpoint at step 20 is written before level 0's final validation ran
+    full, *_ = ticket_run
+    cb = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=20)
+    fit([StopAtEpoch(3), cb], trainer_kw={"enable_checkpointing": True})
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["lottery"]["level"] == 0
+    resumed, _ = fit([], ckpt_path=str(tmp_path / "last.ckpt"))
+    assert resumed.level == 2 and len(resumed.history) == 3
+    for name in full._pruned_at:
+        assert torch.equal(resumed._pruned_at[name], full._pruned_at[name])
+    for k, v in full.net.state_dict().items():
+        assert torch.equal(resumed.net.state_dict()[k], v), k
+    for a, b in zip(resumed.history, full.history):
+        assert a["es_iteration"] == b["es_iteration"]
+        assert a["es_test_acc"] == pytest.approx(b["es_test_acc"])

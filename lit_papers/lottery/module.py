@@ -169,6 +169,9 @@ class LotteryTicketModule(ClassifierModule):
         self.masks.apply_to_weights_(self._weights)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self.global_step == self.plan.end(self.level):
+            # resumed from a checkpoint taken after a level's last step but before its validation
+            self._validate_and_end_level()
         k = self.plan.rewind_iteration
         if k and self.level == 0 and self.global_step == k and self._theta_rewind is None:
             self._theta_rewind = snapshot(self.net)  # theta_k: the state after k steps
@@ -198,6 +201,16 @@ class LotteryTicketModule(ClassifierModule):
             if self.global_step == self.plan.end(self.level):
                 self._end_level()
 
+    def on_train_end(self) -> None:
+        if len(self.history) < self.plan.levels and self.global_step == self.plan.total_steps:
+            self._validate_and_end_level(log=False)  # same catch-up for the last level
+
+    @torch.no_grad()
+    def _validate_and_end_level(self, log: bool = True) -> None:
+        val_loss, val_acc = self._evaluate(self.trainer.datamodule.val_dataloader())
+        self._record_validation(val_loss, val_acc)
+        self._end_level(log)
+
     def _record_validation(self, val_loss: float, val_acc: float) -> None:
         self._last_val = (val_loss, val_acc)
         if val_loss < self._best.get("val_loss", float("inf")):
@@ -205,7 +218,7 @@ class LotteryTicketModule(ClassifierModule):
                           "iteration": self.plan.iteration(self.global_step - 1) + 1,
                           "state": snapshot(self.net)}
 
-    def _end_level(self) -> None:
+    def _end_level(self, log: bool = True) -> None:
         """Record this level, then (unless last) prune, reset and restart the optimizer."""
         final_loss, final_acc = self.evaluate_test()
         if self.hparams.schedule == "oneshot" and self.level == 0:
@@ -220,8 +233,8 @@ class LotteryTicketModule(ClassifierModule):
                "final_val_acc": self._last_val[1], "final_test_loss": final_loss,
                "final_test_acc": final_acc}
         self.history.append(row)
-        self.log_dict({f"lottery/{k}": float(v) for k, v in row.items() if k != "kept"},
-                      on_step=False, on_epoch=True)
+        if log:
+            self.log_dict({f"lottery/{k}": float(v) for k, v in row.items() if k != "kept"})
         self._write_history()
         if new_masks is None:
             return
@@ -254,19 +267,24 @@ class LotteryTicketModule(ClassifierModule):
             return fresh_init(self._make_net, self.hparams.control_seed * 100_003 + 50_000 + self.level)
         return self._theta_rewind if self.plan.rewind_iteration else self._theta0
 
-    @torch.no_grad()
     def evaluate_test(self) -> tuple[float, float]:
         """(loss, accuracy) of the current net on the datamodule's full test set (report only)."""
+        return self._evaluate(self.trainer.datamodule.test_dataloader())
+
+    @torch.no_grad()
+    def _evaluate(self, loader) -> tuple[float, float]:
+        # sums reduced over ranks: under DDP each rank may hold a shard of the loader
         was_training = self.net.training
         self.net.eval()
-        total = torch.zeros(3, device=self.device)
-        for x, y in self.trainer.datamodule.test_dataloader():
+        total = torch.zeros(3, device=self.device)  # (sum loss, correct, count)
+        for x, y in loader:
             x, y = x.to(self.device), y.to(self.device)
             logits = self.net(x)
             total += torch.stack([F.cross_entropy(logits, y, reduction="sum"),
                                   (logits.argmax(-1) == y).sum().float(),
                                   torch.tensor(float(len(y)), device=self.device)])
         self.net.train(was_training)
+        total = self.trainer.strategy.reduce(total, reduce_op="sum")
         return (total[0] / total[2]).item(), (total[1] / total[2]).item()
 
     # -- outputs -----------------------------------------------------------------------------

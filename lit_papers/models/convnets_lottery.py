@@ -7,7 +7,7 @@ classifier is FC 256 -> 256 -> num_classes. Widths double per block: 64, 128, 25
 | ------ | --------------------- | ----------------- |
 | Conv-2 | 64,64,pool            | 4.3M              |
 | Conv-4 | +128,128,pool         | 2.4M              |
-| Conv-6 | +256,256,pool         | 1.7M              |
+| Conv-6 | +256,256,pool         | 2.3M (table: 1.7M)|
 
 Weights use Glorot (Xavier) normal initialisation and zero biases, as in the paper.
 """
