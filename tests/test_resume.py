@@ -26,13 +26,14 @@ def smoke_args(config: Path) -> list[str]:
     return ["fit", "--config", str(config), *extra]
 
 
-def cli_subprocess(args: list[str], root: Path, env: dict | None = None, timeout: int = 600):
-    """`python -m lit_papers <args>` with fault injection importable (tests/ on PYTHONPATH)."""
+def cli_subprocess(args: list[str], root: Path, env: dict | None = None, timeout: int = 600,
+                   tail: tuple[str, ...] = ()):
+    """`python -m lit_papers <args> <quiet cpu flags> <tail>` with tests/ on PYTHONPATH (fault injection)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
                 "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
                 **(env or {})}
     full_env.pop("LIT_PAPERS_RUN_VERSION", None)
-    return subprocess.run([sys.executable, "-m", "lit_papers", *args, f"--run_root={root}", *QUIET],
+    return subprocess.run([sys.executable, "-m", "lit_papers", *args, f"--run_root={root}", *QUIET, *tail],
                           cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
