@@ -111,3 +111,36 @@ def test_captured_population_equals_eager_population():
     for k in range(3):
         torch.testing.assert_close(runs["cuda_graph"].member_state_dict(k), runs["none"].member_state_dict(k),
                                    atol=1e-4, rtol=1e-3)
+
+
+def test_member_labels_are_corrupted_per_member_and_train_independently():
+    """Member k learns from label column k: the clean member (p=0) is the clean single run, and
+    the corruption levels redraw the expected fractions of labels."""
+    from lit_papers.core.population_data import MemberLabelsDataModule
+
+    dm = MemberLabelsDataModule(member_probs=[0.0, 0.5, 1.0], member_seed=3, dataset="mnist5k",
+                                batch_size=60, val_size=200, train_subset=480, eval_batch_size=200)
+    dm.setup("fit")
+    agreement = dm.label_agreement()  # a redrawn label keeps its class with probability 1/10
+    assert agreement[0] == 1.0
+    assert agreement[1] == pytest.approx(1 - 0.5 * 0.9, abs=0.07)
+    assert agreement[2] == pytest.approx(0.1, abs=0.05)
+    assert dm.train_y.shape == (480, 3) and dm.val_y.shape == (200,)  # validation labels stay clean
+
+    kw = dict(SHAPES, optimizer="adam", lr=2e-3)
+    pop = PopulationModule(population=3, member_seeds=[7, 7, 7], steps_per_call=3, **kw)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(pop, datamodule=MemberLabelsDataModule(
+        member_probs=[0.0, 0.5, 1.0], member_seed=3, dataset="mnist5k", batch_size=60, val_size=200,
+        train_subset=480, eval_batch_size=200))
+    torch.manual_seed(7)
+    single = ClassifierModule(**kw)
+    _fit(single, epochs=1)
+    for name, value in single.net.state_dict().items():
+        torch.testing.assert_close(pop.member_state_dict(0)[name], value, atol=2e-5, rtol=1e-4)
+    w = [pop.member_state_dict(k)["layers.1.weight"] for k in range(3)]
+    assert not torch.allclose(w[0], w[1]) and not torch.allclose(w[1], w[2])  # same init, other labels
+    assert pop.members()[2]["labels"] == {"corruption": "partial_labels", "prob": 1.0}
+    with pytest.raises(ValueError, match="member_corruption"):
+        MemberLabelsDataModule(member_corruption="shuffled_pixels")

@@ -23,8 +23,8 @@ _CAPTURABLE = ("adam", "adamw")  # optimizers whose step takes a tensor lr insid
 
 
 def member_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """logits (K, B, C), y (B,) -> (K,) mean cross-entropy of each member."""
-    return vmap(F.cross_entropy, in_dims=(0, None))(logits, y)
+    """logits (K, B, C), y (B,) shared or (K, B) per member -> (K,) mean cross-entropy of each member."""
+    return vmap(F.cross_entropy, in_dims=(0, 0 if y.dim() == 2 else None))(logits, y)
 
 
 class ChunkedClassifierModule(ClassifierModule):
@@ -71,10 +71,14 @@ class ChunkedClassifierModule(ClassifierModule):
         return self.net(x)[None]
 
     def member_losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K,) mean losses (differentiable) and (K,) correct counts on one minibatch."""
+        """(K,) mean losses (differentiable) and (K,) correct counts on one minibatch; y is (B,), or
+        (B, K) when every member has its own labels (MemberLabelsDataModule)."""
         logits = self.member_logits(x)
+        if y.dim() == 2:
+            y = y.T  # (K, B)
         # one member: plain cross-entropy (vmap costs host time the single-model loop does not pay)
-        losses = F.cross_entropy(logits[0], y)[None] if len(logits) == 1 else member_cross_entropy(logits, y)
+        single = len(logits) == 1 and y.dim() == 1
+        losses = F.cross_entropy(logits[0], y)[None] if single else member_cross_entropy(logits, y)
         return losses, (logits.argmax(-1) == y).sum(-1)
 
     # -- setup -------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .chunked_classifier import ChunkedClassifierModule
 from .figures import run_dir, save_figure
+from .population_data import MemberLabelsDataModule  # noqa: F401  (registered with the module)
 
 
 def _key(name: str) -> str:
@@ -140,6 +141,14 @@ class PopulationModule(ChunkedClassifierModule):
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        dm = getattr(self.trainer, "datamodule", None)
+        wanted = getattr(dm, "num_members", None)
+        if wanted is not None and wanted != self.num_members:
+            raise ValueError(f"the datamodule holds labels for {wanted} members but model.population is "
+                             f"{self.num_members}; make them equal")
+
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's weights, loadable into the plain architecture (`build_model(arch, ...)`)."""
         return self.net.member_state_dict(k)
@@ -166,11 +175,16 @@ class PopulationModule(ChunkedClassifierModule):
 
     def members(self) -> list[dict]:
         """One record per member: seed, last logged metrics per stage, best validation epoch."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        probs = getattr(dm, "member_probs", None)  # per-member label corruption, if any
         out = []
         for k, seed in enumerate(self.resolved_seeds()):
             final = {f"{stage}/{name}": vals[k] for stage, rec in self._last.items()
                      for name, vals in rec.items()}
-            out.append({"member": k, "seed": seed, "final": final, "best": self._best.get(k, {})})
+            record = {"member": k, "seed": seed, "final": final, "best": self._best.get(k, {})}
+            if probs is not None:
+                record["labels"] = {"corruption": dm.member_corruption, "prob": probs[k]}
+            out.append(record)
         return out
 
     def write_members(self) -> Optional[str]:
