@@ -168,10 +168,18 @@ class PopulationModule(ChunkedClassifierModule):
     def on_fit_end(self) -> None:
         self.write_members()
         if self._history:
-            save_figure(self.trainer, members_figure(self._history, self.resolved_seeds()), "members_val_acc")
+            save_figure(self.trainer, members_figure(self._history, self.member_labels()), "members_val_acc")
 
     def on_test_end(self) -> None:
         self.write_members()
+
+    def member_labels(self) -> list[str]:
+        """Legend names: the label-corruption level when members differ by it, else the seed."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        probs = getattr(dm, "member_probs", None)
+        if probs is not None:
+            return [f"labels p={p:g}, seed {s}" for p, s in zip(probs, self.resolved_seeds())]
+        return [f"seed {s}" for s in self.resolved_seeds()]
 
     def members(self) -> list[dict]:
         """One record per member: seed, last logged metrics per stage, best validation epoch."""
@@ -202,19 +210,19 @@ class PopulationModule(ChunkedClassifierModule):
         return str(folder / "members.json")
 
 
-def members_figure(history: Sequence[tuple[int, Sequence[float]]], seeds: Sequence[int]):
-    """Validation accuracy of every member against the epoch, with the member mean."""
+def members_figure(history: Sequence[tuple[int, Sequence[float]]], labels: Sequence[str]):
+    """Validation accuracy of every member (legend `labels`) against the epoch, with the mean."""
     import matplotlib.pyplot as plt
 
     epochs = [e for e, _ in history]
     accs = torch.tensor([list(a) for _, a in history])  # (epochs, K)
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    for k, seed in enumerate(seeds):
-        ax.plot(epochs, accs[:, k], alpha=0.5, lw=1, label=f"seed {seed}" if len(seeds) <= 8 else None)
+    for k, label in enumerate(labels):
+        ax.plot(epochs, accs[:, k], alpha=0.6, lw=1, label=label if len(labels) <= 8 else None)
     ax.plot(epochs, accs.mean(1), color="black", lw=2, label="member mean")
     ax.set_xlabel("epoch")
     ax.set_ylabel("val accuracy")
-    ax.set_title(f"population of {len(seeds)} (one process)")
+    ax.set_title(f"population of {len(labels)} (one process)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
