@@ -4,10 +4,11 @@ For each depth L the explicit net applies the conv cell L times with backprop th
 the DEQ runs exactly L forward solver iterations (tol = 0) and L backward iterations of the
 implicit hook. Each configuration runs in a fresh process so its peak memory is its own:
 on CPU the peak is the growth of the resident-set high-water mark during the training steps,
-on CUDA `torch.cuda.max_memory_allocated`. Bytes saved for backward are counted exactly with
-`torch.autograd.graph.saved_tensors_hooks`.
+on CUDA `torch.cuda.max_memory_allocated`. Time per step is the median wall and process-CPU
+time of the timed steps (CPU time is the steadier figure on a shared machine). Bytes saved for
+backward are counted exactly with `torch.autograd.graph.saved_tensors_hooks`.
 
-    OMP_NUM_THREADS=1 python benchmarks/deq_memory.py --depths 6 12 24 --steps 5
+    OMP_NUM_THREADS=1 python benchmarks/deq_memory.py --depths 6 12 24 --steps 3 --figure deq_memory.png
 """
 
 from __future__ import annotations
@@ -68,18 +69,43 @@ def measure(kind: str, depth: int, args, queue) -> None:
         base = torch.cuda.memory_allocated()
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.steps + 1):  # the first step is a warm-up
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y).backward()
         opt.step()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     queue.put({"kind": kind, "depth": depth, "saved_mib": saved / 2**20, "peak_mib": (peak - base) / 2**20,
-               "step_ms": 1e3 * statistics.median(times[1:])})
+               "step_ms": 1e3 * statistics.median(times[1:]),
+               "step_cpu_ms": 1e3 * statistics.median(cpu_times[1:])})
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """Saved-for-backward bytes, peak growth and CPU time per step against depth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_mem, ax_time) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for kind, style, label in (("explicit", "C0o-", "explicit weight-tied net"), ("deq", "C1s-", "DEQ")):
+        sel = [r for r in rows if r["kind"] == kind]
+        depths = [r["depth"] for r in sel]
+        ax_mem.plot(depths, [r["saved_mib"] for r in sel], style, label=f"{label}: saved for backward")
+        ax_mem.plot(depths, [r["peak_mib"] for r in sel], style, alpha=0.4, label=f"{label}: peak growth")
+        ax_time.plot(depths, [r["step_cpu_ms"] for r in sel], style, label=label)
+    ax_mem.set(xlabel="effective depth (cell calls / solver iterations)", ylabel="MiB")
+    ax_time.set(xlabel="effective depth", ylabel="CPU ms per training step")
+    for ax in (ax_mem, ax_time):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main(argv=None) -> list[dict]:
@@ -93,7 +119,14 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    parser.add_argument("--figure", default=None, help="save the memory/time plot here (PNG)")
+    parser.add_argument("--replot", default=None, help="only plot the rows of this JSON file")
     args = parser.parse_args(argv)
+    if args.replot:
+        with open(args.replot) as fh:
+            rows = json.load(fh)["rows"]
+        plot(rows, args.figure or "deq_memory.png")
+        return rows
     ctx = mp.get_context("spawn")  # a fresh process per row: clean peak-memory high-water marks
     rows = []
     for depth in args.depths:
@@ -105,10 +138,13 @@ def main(argv=None) -> list[dict]:
             proc.join()
             rows.append(row)
             print(f"{kind:8s} depth {depth:3d}: peak +{row['peak_mib']:7.1f} MiB, saved for backward "
-                  f"{row['saved_mib']:7.1f} MiB, {row['step_ms']:7.1f} ms/step", flush=True)
+                  f"{row['saved_mib']:7.1f} MiB, {row['step_ms']:7.1f} ms/step "
+                  f"({row['step_cpu_ms']:7.1f} ms CPU)", flush=True)
     if args.out:
         with open(args.out, "w") as fh:
             json.dump({"args": vars(args), "rows": rows, "python": sys.version.split()[0]}, fh, indent=1)
+    if args.figure:
+        plot(rows, args.figure)
     return rows
 
 

@@ -183,3 +183,16 @@ def test_bad_backward_mode_is_rejected_with_the_options():
         DEQLayer(TanhCell(), backward="adjoint")
     with pytest.raises(ValueError, match="valid deq solver names"):
         DEQLayer(TanhCell(), backward_solver="lbfgs")
+
+
+def test_scalar_case_matches_the_implicit_function_theorem():
+    # F(x, z) = tanh(w z + x) - z = 0 defines z*(x); the theorem gives
+    # dz*/dx = -F_x / F_z = s / (1 - w s) with s = 1 - tanh^2 = 1 - z*^2, and dz*/dw = z* s / (1 - w s).
+    w = torch.tensor([[0.7]], dtype=DT, requires_grad=True)
+    x = torch.tensor([[0.3], [-1.2], [2.0]], dtype=DT, requires_grad=True)
+    layer = DEQLayer(TanhCell(weight=w), tol=1e-14, max_iter=200, backward_tol=1e-14, backward_max_iter=200)
+    z, _ = layer(x)
+    dx, dw = torch.autograd.grad(z.sum(), (x, w))
+    s = 1 - z.detach() ** 2
+    torch.testing.assert_close(dx, s / (1 - 0.7 * s), atol=1e-12, rtol=0)
+    torch.testing.assert_close(dw, (z.detach() * s / (1 - 0.7 * s)).sum().view(1, 1), atol=1e-12, rtol=0)
