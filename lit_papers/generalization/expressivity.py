@@ -32,16 +32,24 @@ class TwoLayerReLUInterpolant(nn.Module):
         return self.hidden(x) @ self.w
 
 
-def _distinct_projection(z: torch.Tensor, generator: torch.Generator, tries: int = 10) -> torch.Tensor:
-    """A unit vector a whose projections <a, z_i> are pairwise distinct (true for almost every a)."""
+def _distinct_projection(z: torch.Tensor, generator: torch.Generator, candidates: int = 16) -> torch.Tensor:
+    """A unit vector a whose projections <a, z_i> are pairwise distinct (true for almost every a).
+
+    Of `candidates` random directions we keep the one with the widest smallest gap between
+    consecutive projections: the diagonal of A is half that gap, so this conditions the solve.
+    """
     n, d = z.shape
-    for _ in range(tries):
+    best, best_gap = None, 0.0
+    for _ in range(candidates):
         a = torch.randn(d, generator=generator, dtype=z.dtype)
         a = a / a.norm()
         x = torch.sort(z @ a).values
-        if n < 2 or bool((x[1:] - x[:-1]).min() > 0):
-            return a
-    raise ValueError("could not find a projection with distinct values: are the points distinct?")
+        gap = float((x[1:] - x[:-1]).min()) if n > 1 else 1.0
+        if gap > best_gap:
+            best, best_gap = a, gap
+    if best is None:
+        raise ValueError("could not find a projection with distinct values: are the points distinct?")
+    return best
 
 
 def fit_two_layer_relu(z: torch.Tensor, y: torch.Tensor, seed: int = 0) -> TwoLayerReLUInterpolant:
