@@ -8,6 +8,7 @@ from torch import nn
 
 from lit_papers.neural_ode import CNF, TimeConcatMLP, standard_normal_logprob
 from lit_papers.neural_ode.cnf import exact_trace, hutchinson_trace, rademacher_noise
+from lit_papers.neural_ode.planar import PlanarField
 
 TIGHT = dict(method="dopri5", rtol=1e-9, atol=1e-9)
 
@@ -111,3 +112,16 @@ def test_unknown_trace_or_noise_lists_valid_names():
         CNF(_mlp_field(), trace="hutch")
     with pytest.raises(ValueError, match="valid.*rademacher"):
         CNF(_mlp_field(), noise="uniform")
+
+
+def test_planar_field_analytic_trace_equals_exact_and_gives_same_density():
+    torch.manual_seed(0)
+    field = PlanarField(2, width=8).double()
+    z = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor(0.4, dtype=torch.float64)
+    torch.testing.assert_close(field.divergence(t, z), exact_trace(field(t, z), z, None, False))
+    x = torch.randn(5, 2, dtype=torch.float64)
+    analytic = CNF(field, trace="analytic", eval_trace="analytic", **TIGHT).log_prob(x)
+    torch.testing.assert_close(analytic, CNF(field, **TIGHT).log_prob(x), rtol=1e-7, atol=1e-7)
+    with pytest.raises(ValueError, match="closed-form"):
+        CNF(_mlp_field(), trace="analytic")

@@ -46,3 +46,16 @@ def test_density_shapes():
 def test_unknown_density_lists_valid_names():
     with pytest.raises(ValueError, match="valid densities.*moons"):
         Toy2DDataModule("spiral")
+
+
+def test_planar_field_module_matches_exact_trace_and_rejects_bad_names():
+    torch.manual_seed(0)
+    module = CNFModule(dim=2, field="planar", width=8, hidden=(16,), trace="analytic",
+                       eval_trace="analytic", rtol=1e-6, atol=1e-6).eval()
+    x = torch.randn(5, 2)
+    exact = CNFModule(dim=2, field="planar", width=8, hidden=(16,), rtol=1e-6, atol=1e-6).eval()
+    exact.load_state_dict(module.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), exact(x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="valid.*planar"):
+        CNFModule(field="radial")

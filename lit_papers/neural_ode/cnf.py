@@ -45,8 +45,14 @@ def rademacher_noise(like: torch.Tensor) -> torch.Tensor:
     return torch.randint_like(like, 0, 2) * 2 - 1
 
 
+def analytic_trace(f: torch.Tensor, z: torch.Tensor, eps: torch.Tensor | None, create_graph: bool):
+    """Placeholder entry: fields with a closed-form ``divergence`` (PlanarField) are called directly."""
+    raise TypeError("the analytic trace needs a field with a `divergence(t, z)` method (PlanarField)")
+
+
 # Methods as data: trace estimators and Hutchinson noise distributions.
-TRACES: dict[str, Callable] = {"exact": exact_trace, "hutchinson": hutchinson_trace}
+TRACES: dict[str, Callable] = {"exact": exact_trace, "hutchinson": hutchinson_trace,
+                               "analytic": analytic_trace}
 NOISES: dict[str, Callable] = {"gaussian": gaussian_noise, "rademacher": rademacher_noise}
 
 
@@ -91,6 +97,9 @@ class CNFDynamics(nn.Module):
         self.trace_names = {True: trace, False: eval_trace}
         for name in self.trace_names.values():
             _pick(TRACES, name, "trace estimator")
+            if name == "analytic" and not hasattr(field, "divergence"):
+                raise ValueError("trace='analytic' needs a field with a closed-form `divergence` "
+                                 "(PlanarField); use 'exact' or 'hutchinson' for other fields")
         self.noise_fn = _pick(NOISES, noise, "Hutchinson noise")
         self.eps: torch.Tensor | None = None
 
@@ -112,7 +121,10 @@ class CNFDynamics(nn.Module):
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)
             f = self.field(t, z)
-            tr = TRACES[self.trace_name](f, z, self.eps, create_graph)
+            if self.trace_name == "analytic":
+                tr = self.field.divergence(t, z)
+            else:
+                tr = TRACES[self.trace_name](f, z, self.eps, create_graph)
         if not create_graph:
             f, tr = f.detach(), tr.detach()
         return f, tr

@@ -15,16 +15,26 @@ from lit_papers.core.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_
 from .cnf import CNF, NOISES, TRACES, TimeConcatMLP
 from .cnf_figures import density_figure
 from .odeblock import get_solver, translate_solver_error
+from .planar import PlanarField
+
+# Methods as data: vector fields by name, each built from (dim, hidden, width).
+FIELDS = {
+    "mlp": lambda dim, hidden, width: TimeConcatMLP(dim, tuple(hidden)),
+    "planar": lambda dim, hidden, width: PlanarField(dim, width, hyper_hidden=hidden[0] if hidden else 32),
+}
 
 
 class CNFModule(L.LightningModule):
-    """A CNF f(t, z) = MLP([t, z]) fit by maximum likelihood, log p(x) by the change of variables.
+    """A CNF fit by maximum likelihood, log p(x) by the instantaneous change of variables.
 
     Args:
         dim: data dimension (2 for the toy densities; read from the datamodule when None).
-        hidden: hidden widths of the vector field's MLP.
+        field: ``mlp`` (softplus MLP on [t, z]) or ``planar`` (the paper's M gated planar units
+            from a hypernetwork of t; pair it with ``trace: analytic``).
+        hidden: hidden widths of the MLP (planar: the first is the hypernetwork width).
+        width: number of planar units M.
         T: flow time from data (t = 0) to the standard normal base (t = T).
-        trace: ``exact`` or ``hutchinson`` for training; eval_trace: the same for val/test
+        trace: ``exact``, ``hutchinson`` or ``analytic`` (planar) for training; eval_trace: the same for val/test
             (exact by default, so reported log-likelihoods are exact up to solver tolerance).
         hutchinson_noise: ``gaussian`` or ``rademacher`` (drawn once per solve).
         method, rtol, atol, eval_rtol, eval_atol, step_size, adjoint, max_num_steps: the ODE solve.
@@ -38,7 +48,8 @@ class CNFModule(L.LightningModule):
     checkpoint_monitor: tuple[str, str] = ("val/nll", "min")
     test_after_fit: bool = True
 
-    def __init__(self, dim: Optional[int] = None, hidden: Sequence[int] = (64, 64, 64), T: float = 1.0,
+    def __init__(self, dim: Optional[int] = None, field: str = "mlp", hidden: Sequence[int] = (64, 64, 64),
+                 width: int = 64, T: float = 1.0,
                  trace: str = "exact", eval_trace: str = "exact", hutchinson_noise: str = "rademacher",
                  method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
                  eval_rtol: Optional[float] = None, eval_atol: Optional[float] = None,
@@ -47,8 +58,9 @@ class CNFModule(L.LightningModule):
                  lr_schedule: str = "constant", grid_size: int = 100, n_samples: int = 2000):
         super().__init__()
         self.save_hyperparameters()
-        for table, name, what in ((TRACES, trace, "trace estimator"), (TRACES, eval_trace, "trace estimator"),
-                                  (NOISES, hutchinson_noise, "Hutchinson noise")):
+        checks = ((FIELDS, field, "vector field"), (TRACES, trace, "trace estimator"),
+                  (TRACES, eval_trace, "trace estimator"), (NOISES, hutchinson_noise, "Hutchinson noise"))
+        for table, name, what in checks:
             if name not in table:
                 raise ValueError(f"unknown {what} {name!r}; valid: {sorted(table)}")
         get_solver(method), OPTIMIZERS.get(optimizer), SCHEDULES.get(lr_schedule)  # fail fast on names
@@ -59,7 +71,7 @@ class CNFModule(L.LightningModule):
 
     def build_flow(self) -> CNF:
         hp = self.hparams
-        field = TimeConcatMLP(hp.dim, tuple(hp.hidden))
+        field = FIELDS[hp.field](hp.dim, tuple(hp.hidden), hp.width)
         return CNF(field, T=hp.T, trace=hp.trace, noise=hp.hutchinson_noise, eval_trace=hp.eval_trace,
                    method=hp.method, rtol=hp.rtol, atol=hp.atol, eval_rtol=hp.eval_rtol,
                    eval_atol=hp.eval_atol, step_size=hp.step_size, adjoint=hp.adjoint,
