@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger
@@ -17,6 +19,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 import lit_papers.modules  # noqa: F401  (registers every module and datamodule for short names)
 from lit_papers.core import run_folder
 from lit_papers.core.errors import RunFailed, UsageError
+from lit_papers.core.guards import NonFiniteGuard
 from lit_papers.core.preemption import Preemption
 from lit_papers.core.rng_state import RngState
 from lit_papers.core.summary import RunArtifacts
@@ -56,15 +59,30 @@ class LitPapersCLI(LightningCLI):
             return Path(str(path)).stem
         return type(self.model).__name__.removesuffix("Module").lower() or "run"
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the hyperparameters of a --ckpt_path file into the model config here,
+        # before anything else: a missing/corrupt file or another module's checkpoint fails here.
+        sub = self.config.get("subcommand")
+        ckpt = self.config[sub].get("ckpt_path") if sub else None
+        if not ckpt or ckpt in ("last", "best"):
+            return super()._parse_ckpt_path()
+        run_folder.check_checkpoint(Path(ckpt))
+        model = self.config[sub].get("model")
+        run_folder.check_checkpoint_module(Path(ckpt), getattr(model, "class_path", None))
+        try:
+            super()._parse_ckpt_path()
+        except SystemExit:
+            raise UsageError(f"--ckpt_path {ckpt}: its hyperparameters do not fit the --model of this "
+                             f"command; it was written by another module or config. Use the config.yaml of "
+                             f"the run that wrote it (--config <run folder>/config.yaml).") from None
+
     def _resolve_ckpt(self, cfg, root: Path, experiment: str) -> Optional[Path]:
         ckpt = cfg.get("ckpt_path")
         if ckpt in ("last", "best"):
-            path = run_folder.latest_checkpoint(root, experiment, ckpt)
+            path = run_folder.check_checkpoint(run_folder.latest_checkpoint(root, experiment, ckpt))
+            run_folder.check_checkpoint_module(path, f"{type(self.model).__module__}.{type(self.model).__name__}")
         elif ckpt:
-            path = Path(ckpt)
-            if not path.is_file():
-                raise UsageError(f"--ckpt_path {ckpt}: no such checkpoint file. Give an existing .ckpt, "
-                                 f"or 'last'/'best' for the newest run of experiment {experiment!r}.")
+            path = run_folder.check_checkpoint(Path(ckpt))
         else:
             return None
         cfg["ckpt_path"] = str(path)
@@ -91,7 +109,7 @@ class LitPapersCLI(LightningCLI):
             config["default_root_dir"] = str(folder)
         existing = list(config.get("callbacks") or [])
         extra = [RunArtifacts(seed=self.config_init[self.subcommand].get("seed_everything"),
-                              experiment=experiment), RngState(), Preemption()]
+                              experiment=experiment), RngState(), Preemption(), NonFiniteGuard()]
         if not any(isinstance(cb, ModelCheckpoint) for cb in existing + list(callbacks)):
             monitor, mode = getattr(self.model, "checkpoint_monitor", ("val/acc", "max"))
             ckpts = folder / "checkpoints"
@@ -156,6 +174,14 @@ def main(args: ArgsType = None) -> LitPapersCLI | None:
         _fail(f"error: {_explain(err)}", EXIT_USAGE)
     except RunFailed as err:
         _fail(f"run failed: {_explain(err)}", 1)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        _fail(f"run failed: no space left on device ({err.filename or err.strerror}). Free space or point "
+              f"--run_root at a larger disk, then resume with --ckpt_path last: checkpoints are written "
+              f"atomically, so the last complete one is intact.", 1)
+    except MisconfigurationException as err:  # Lightning's word for settings that contradict each other
+        _fail(f"error: {_explain(err)}", EXIT_USAGE)
     except (ValueError, TypeError) as err:
         if os.environ.get("JSONARGPARSE_DEBUG") or os.environ.get("LIT_PAPERS_DEBUG"):
             raise

@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import sys
+import zipfile
 from pathlib import Path
 
 from .errors import UsageError
@@ -60,6 +61,52 @@ def latest_checkpoint(root: Path, experiment: str, which: str = "last") -> Path:
         f"--ckpt_path {which}: no run of experiment {experiment!r} under {root} has a {which} checkpoint. "
         f"Train first (python -m lit_papers fit --config ...), pass a checkpoint file, or set "
         f"--experiment/--run_root to where the run lives.")
+
+
+def check_checkpoint(path: Path, flag: str = "--ckpt_path") -> Path:
+    """`path` if it is an existing, complete checkpoint archive; else a UsageError naming the others."""
+    if not path.is_file():
+        raise UsageError(f"{flag} {path}: no such checkpoint file. Give an existing .ckpt, or 'last'/'best' "
+                         f"for the newest run of the experiment.")
+    # torch.save writes a zip archive whose directory sits at the end: an empty, truncated
+    # (killed mid-write, disk full) or foreign file fails this check without unpickling anything.
+    if not zipfile.is_zipfile(path):
+        others = sorted(str(p) for p in path.parent.glob("*.ckpt") if p != path and zipfile.is_zipfile(p))
+        hint = f" Intact checkpoints beside it: {', '.join(others)}." if others else ""
+        raise UsageError(f"{flag} {path}: not a readable PyTorch checkpoint (empty, truncated or another "
+                         f"format); nothing was changed.{hint} Pass another checkpoint, or train afresh "
+                         f"without {flag}.")
+    return path
+
+
+def _class_of(path: str | None):
+    import importlib
+
+    module, _, name = (path or "").rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return path
+
+
+def check_checkpoint_module(path: Path, class_path: str | None) -> None:
+    """UsageError when the checkpoint was written by another LightningModule than `class_path`.
+
+    Without it Lightning reads the checkpoint's class into the config and silently trains that
+    module instead, under the other config's experiment name."""
+    import torch
+
+    if not class_path:
+        return
+    try:  # mmap: only the small hyper-parameter record is read, not the weights
+        hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
+    except Exception:  # noqa: BLE001 - an unreadable file is reported where it is loaded
+        return
+    written_by = hparams.get("_class_path")
+    if written_by and _class_of(written_by) is not _class_of(class_path):
+        raise UsageError(f"--ckpt_path {path} was written by {written_by}, but this command builds "
+                         f"{class_path}. Resume it with the config of the run that wrote it "
+                         f"(--config {path.parent.parent / 'config.yaml'}), or pick a checkpoint of {class_path}.")
 
 
 def allocate(root: Path, experiment: str, version: str | None, resume_from: Path | None) -> Path:

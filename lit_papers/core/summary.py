@@ -104,8 +104,14 @@ class RunArtifacts(Callback):
     def on_test_end(self, trainer, pl_module) -> None:
         self._write(trainer, pl_module, status=None)
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._started = True
+
     def on_exception(self, trainer, pl_module, exception) -> None:
-        self._write(trainer, pl_module, status=f"failed: {type(exception).__name__}")
+        # A failure before training started (e.g. a checkpoint that does not fit) leaves the
+        # summary of the run being resumed as it was.
+        if getattr(self, "_started", False):
+            self._write(trainer, pl_module, status=f"failed: {type(exception).__name__}")
 
     def state_dict(self) -> dict:
         return {"best": dict(self.best)}
