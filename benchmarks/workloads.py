@@ -20,7 +20,7 @@ from lit_papers.core.step_capture import StepChunks
 from lit_papers.data.device_loader import DeviceBatches
 
 WORKLOADS = Registry("workload")
-ORDER = ("classifier", "chunked", "population", "compile")  # default run order
+ORDER = ("classifier", "chunked", "population", "odenet", "compile")  # default run order
 SHAPES = dict(arch="lenet300_100", num_classes=10, input_shape=(1, 28, 28), optimizer="adam", lr=1.2e-3)
 #: the LeNet lottery study of Frankle & Carbin at paper scale: 3 controls x 5 seeds train side by
 #: side, 20 pruning rounds one after another, 50K iterations each
@@ -183,3 +183,52 @@ def compiled(setup: Setup) -> dict:
     project_s = lightning_epoch_s(setup, module, setup.steps_per_call)
     return {"rows": [_row("epoch, torch.compile reduce-overhead vs plain eager loop", project_s, eager_s,
                           kind="speedup", per="/epoch")]}
+
+
+def _plain_loop_epoch_s(net, x, y, batch: int, epochs: int, lr: float) -> float:
+    """A plain Adam loop over device-resident batches for an arbitrary network."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+
+    def epoch():
+        perm = torch.randperm(len(x), device=x.device)
+        for i in range(0, len(x), batch):
+            idx = perm[i:i + batch]
+            loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return plain._fastest_epoch(epoch, epochs, x.device)
+
+
+@WORKLOADS.register("odenet")
+def odenet(setup: Setup) -> dict:
+    """NeuralODEModule (ODE-Net, adjoint, fixed-step RK4: 16 NFE forward) vs its own network in a
+    plain torchdiffeq training loop: the same solver work, so the ratio is the module's overhead."""
+    from lit_papers.neural_ode import NeuralODEModule
+    from lit_papers.neural_ode.classifiers import build_classifier
+
+    batch = 128 if setup.cuda else 32
+    n = batch * (40 if setup.cuda else 10)
+    x, y = setup.x[:n], setup.y[:n]
+    solver = dict(channels=64 if setup.cuda else 16, T=1.0, method="rk4", step_size=0.25, rtol=1e-3, atol=1e-3)
+    shapes = dict(num_classes=10, input_shape=(1, 28, 28))
+
+    def project():
+        torch.manual_seed(0)
+        module = NeuralODEModule(variant="odenet", nfe_tolerances=[], lr=1e-3, **solver, **shapes)
+        sub = Setup(x=x, y=y, batch=batch, epochs=setup.epochs, members=1, steps_per_call=1,
+                    workdir=setup.workdir)
+        return lightning_epoch_s(sub, module)
+
+    def plain_side():
+        torch.manual_seed(0)
+        net = build_classifier("odenet", (1, 28, 28), 10, **solver).to(x.device)
+        return _plain_loop_epoch_s(net, x, y, batch, setup.epochs, lr=1e-3)
+
+    r = alternate(setup, plain=plain_side, project=project)
+    (plain_s, plain_mib), (project_s, project_mib) = r["plain"], r["project"]
+    steps = -(-n // batch)
+    return {"rows": [_row(f"ODE-Net step, batch {batch}, rk4 16 NFE, adjoint", project_s / steps, plain_s / steps,
+                          target=1.1, per="/step")],
+            "peak_mib": {"project": project_mib, "plain": plain_mib}}
