@@ -96,12 +96,15 @@ def main(argv=None) -> dict:
         result["wall_s"] = round(time.perf_counter() - t0, 1)
         report["workloads"][name] = result
         print(name, json.dumps(result), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    stem = args.out or report["device_name"]
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1))
-    (RESULTS / f"{stem}.md").write_text(markdown(report))
+        write(report, args.out or report["device_name"])  # after each workload: a timeout keeps the rest
     print(markdown(report))
     return report
+
+
+def write(report: dict, stem: str) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1))
+    (RESULTS / f"{stem}.md").write_text(markdown(report))
 
 
 if __name__ == "__main__":
