@@ -38,6 +38,7 @@ def test_training_lowers_the_loss_and_logs_solver_metrics(cell, tmp_path):
                        input_shape=dm.input_shape, **CELLS[cell], **TINY)
     batch = (dm.val_x[:200], dm.val_y[:200])
     before = batch_loss(module, batch)
+    module.train()
     trainer, _ = fit(module, tmp_path, steps=25)
     after = batch_loss(module, batch)
     assert after < 0.6 * before
