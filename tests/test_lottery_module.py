@@ -29,6 +29,15 @@ class LevelStarts(Callback):
                                     opt=opt, opt_state=len(opt.state), lr=opt.param_groups[0]["lr"])
 
 
+class StopAtStep(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            trainer.should_stop = True
+
+
 class StopAtEpoch(Callback):
     def __init__(self, epoch):
         self.epoch = epoch
@@ -38,9 +47,9 @@ class StopAtEpoch(Callback):
             trainer.should_stop = True
 
 
-def fit(callbacks=(), ckpt_path=None, seed=0, trainer_kw=None, **kw):
+def fit(callbacks=(), ckpt_path=None, seed=0, trainer_kw=None, on_device=True, **kw):
     L.seed_everything(seed, verbose=False)
-    dm = VisionDataModule("mnist5k", batch_size=20, val_size=100, train_subset=100, on_device=True)
+    dm = VisionDataModule("mnist5k", batch_size=20, val_size=100, train_subset=100, on_device=on_device)
     model = LotteryTicketModule(**{"rounds": 2, "round_steps": 20, **kw})
     trainer = L.Trainer(accelerator="cpu", devices=1, val_check_interval=10, check_val_every_n_epoch=None,
                         num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
@@ -215,3 +224,14 @@ def test_resume_between_last_step_and_its_validation(ticket_run, tmp_path):
     for a, b in zip(resumed.history, full.history):
         assert a["es_iteration"] == b["es_iteration"]
         assert a["es_test_acc"] == pytest.approx(b["es_test_acc"])
+
+
+def test_resume_mid_epoch_mid_round_with_resumable_loader(ticket_run, tmp_path):
+    # the DataLoader path (on_device: false) resumes inside an epoch: step 33 is batch 3 of epoch 6
+    full, *_ = ticket_run
+    cb = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1)
+    fit([StopAtStep(33), cb], trainer_kw={"enable_checkpointing": True}, on_device=False)
+    resumed, _ = fit([], ckpt_path=str(tmp_path / "last.ckpt"), on_device=False)
+    for k, v in full.net.state_dict().items():
+        assert torch.equal(resumed.net.state_dict()[k], v), k
+    assert all(torch.equal(resumed._pruned_at[n], full._pruned_at[n]) for n in full._pruned_at)
