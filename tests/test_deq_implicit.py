@@ -196,3 +196,27 @@ def test_scalar_case_matches_the_implicit_function_theorem():
     s = 1 - z.detach() ** 2
     torch.testing.assert_close(dx, s / (1 - 0.7 * s), atol=1e-12, rtol=0)
     torch.testing.assert_close(dw, (z.detach() * s / (1 - 0.7 * s)).sum().view(1, 1), atol=1e-12, rtol=0)
+
+
+def test_weight_normed_cell_gets_the_implicit_gradient_in_its_direction_and_scale():
+    # The solver runs without a graph inside parametrize.cached(); the cached weight must still
+    # carry the graph to weight_norm's (g, v), and the hook gradient must equal the unroll's.
+    import lit_papers.core  # noqa: F401  (import order of the package)
+    from lit_papers.models.deq_cells import MLPCell
+
+    torch.manual_seed(0)
+    cell = MLPCell(10, groups=2, weight_norm=True).double()
+    with torch.no_grad():  # shrink the scales so the cell is a contraction
+        cell.first.parametrizations.weight.original0.mul_(0.3)
+        cell.second.parametrizations.weight.original0.mul_(0.3)
+    x = torch.randn(4, 10, dtype=DT)
+    params = [p for name, p in cell.named_parameters() if "parametrizations" in name]
+    assert len(params) == 4
+    results = []
+    for layer in (DEQLayer(cell, tol=1e-12, max_iter=200, backward_tol=1e-12, backward_max_iter=200),
+                  DEQLayer(cell, backward="unroll", unroll_steps=300)):
+        z, _ = layer(x)
+        results.append(torch.autograd.grad((z * torch.linspace(-1, 1, 10, dtype=DT)).sum(), params))
+    for got, want in zip(*results):
+        assert want.abs().max() > 0
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
