@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from .augment import random_crop_flip
+from .corruptions import CORRUPTIONS
 from .datasets import DATASETS, load_dataset
 from .device_loader import DeviceBatches
 from .epoch_shuffle import EpochShuffle, ResumableLoader, fit_progress
@@ -46,6 +47,7 @@ class VisionDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{key} must be a positive integer, got {value}")
         if val_size < 0 or (train_subset is not None and train_subset <= 0):
             raise ValueError(f"data.val_size must be >= 0 and train_subset > 0 (got {val_size}, {train_subset})")
+        CORRUPTIONS.get(corruption)  # an unknown name fails here, before a run folder exists
         if not 0.0 <= corruption_prob <= 1.0:
             raise ValueError(f"data.corruption_prob must be in [0, 1], got {corruption_prob}")
         self.save_hyperparameters()
