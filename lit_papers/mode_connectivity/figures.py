@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def curve_figure(paths: Mapping[str, Mapping[str, np.ndarray]], curve_name: str = "bezier"):
@@ -70,6 +71,7 @@ def ensemble_figure(history: Sequence[Mapping[str, float]], schedule: str = "fge
     ax_acc.set(xlabel="members", ylabel="test accuracy (%)", title="accuracy")
     ax_nll.set(xlabel="members", ylabel="test NLL", title="NLL")
     for ax in (ax_acc, ax_nll):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
