@@ -42,12 +42,27 @@ class DeviceBatches:
             order = torch.cat([order, order[: total - n]])
         return order[self.rank:total:self.world_size].to(self.x.device)
 
+    # Mid-epoch resume (Lightning saves these into checkpoints): a checkpoint written inside an
+    # epoch (iteration-based validation, preemption) resumes with the batches not yet trained.
+    #: () -> batches of the current epoch trained so far; set by the data module
+    progress: Callable[[], int] | None = None
+    _skip: tuple[int, int] | None = None
+
+    def state_dict(self) -> dict:
+        done = self.progress() if self.progress is not None else 0
+        return {"epoch": int(self.epoch_fn()), "batches_done": int(done)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._skip = (int(state_dict.get("epoch", 0)), int(state_dict.get("batches_done", 0)))
+
     def __len__(self) -> int:
         full, rest = divmod(self.per_rank, self.batch_size)
         return full if (self.drop_last or rest == 0) else full + 1
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self._indices()
-        for b in range(len(self)):
+        skip, self._skip = self._skip, None
+        start = skip[1] if skip is not None and skip[0] == self.epoch_fn() else 0
+        for b in range(start, len(self)):
             sel = idx[b * self.batch_size:(b + 1) * self.batch_size]
             yield self.x.index_select(0, sel), self.y.index_select(0, sel)

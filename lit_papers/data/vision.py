@@ -94,8 +94,11 @@ class VisionDataModule(L.LightningDataModule):
         if self.hparams.on_device:
             rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
             epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer else None
-            return DeviceBatches(x, y, batch_size, shuffle, seed=self.hparams.seed, rank=rank,
-                                 world_size=world, epoch_fn=epoch_fn)
+            batches = DeviceBatches(x, y, batch_size, shuffle, seed=self.hparams.seed, rank=rank,
+                                    world_size=world, epoch_fn=epoch_fn)
+            if shuffle and self.trainer is not None:
+                batches.progress = fit_progress(self.trainer)  # mid-epoch checkpoints resume mid-epoch
+            return batches
         data = TensorDataset(x, y)
         # The order is a function of (seed, epoch) so a resumed run sees the same batches.
         sampler = EpochShuffle(data, self.hparams.seed) if shuffle else None
