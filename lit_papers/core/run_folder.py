@@ -179,6 +179,8 @@ def make_loggers(folder: Path, experiment: str, project: str, entity: str | None
         print(notice, file=sys.stderr)
     id_file = folder / ".wandb_id"  # stable id: a resumed run continues the same W&B run
     run_id = id_file.read_text().strip() if id_file.exists() else f"{experiment}-{folder.name}-{secrets.token_hex(3)}"
+    if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+        run_id = os.environ["WANDB_RUN_ID"]  # a `wandb agent` trial: the sweep waits for this run id
     if not _is_child_rank():
         id_file.write_text(run_id)
     loggers.append(WandbLogger(project=project, entity=entity, group=experiment, name=f"{experiment}/{folder.name}",
