@@ -54,7 +54,8 @@ def load_run(folder: Path) -> dict:
     kind = data.get("corruption", "none")
     prob = {"none": 0.0, "random_labels": 1.0}.get(kind, float(data.get("corruption_prob", 1.0)))
     return {"arch": model.get("arch"), "arch_kwargs": model.get("arch_kwargs") or {}, "corruption": kind,
-            "prob": prob, "loss_curve": series("gen/train_loss"), "steps_to_fit": last("gen/steps_to_fit"),
+            "prob": prob, "corrupt_test": bool(data.get("corrupt_test", False)),
+            "loss_curve": series("gen/train_loss"), "steps_to_fit": last("gen/steps_to_fit"),
             "test_acc": last("test/acc"), "train_acc": last("gen/final_train_acc")}
 
 
@@ -76,7 +77,8 @@ def fig1a(runs: list[dict]):
             style = "--" if run["corruption"] == "shuffled_pixels" else "-"
             ax.plot(steps, loss, style, label=f"{names[run['corruption']]} ({_model_label(run)})")
     ax.set(xlabel="optimizer steps", ylabel="full-train cross-entropy", yscale="log")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -85,10 +87,13 @@ def _by_model(runs: list[dict], key: str):
     """{model label: sorted [(corruption level, mean value)]} over the label-corruption runs.
 
     Runs at the same level (seeds, or none / partial p=0 / random_labels / partial p=1) are averaged.
+    Runs whose test labels were corrupted too are left out: Fig. 1c is about a clean test set.
     """
     table = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        if run["corruption"] in ("none", "partial_labels", "random_labels") and not math.isnan(run[key]):
+        noisy_test = run["corrupt_test"] and run["corruption"] != "none"
+        if run["corruption"] in ("none", "partial_labels", "random_labels") and not noisy_test \
+                and not math.isnan(run[key]):
             table[_model_label(run)][run["prob"]].append(run[key])
     return {label: sorted((p, sum(v) / len(v)) for p, v in levels.items()) for label, levels in table.items()}
 
@@ -98,7 +103,8 @@ def fig1b(runs: list[dict]):
     for label, points in _by_model(runs, "steps_to_fit").items():
         ax.plot(*zip(*points), marker="o", label=label)
     ax.set(xlabel="label corruption p", ylabel="steps to 100% train accuracy")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # a run too short to fit has no point to draw
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
