@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Optional
 
@@ -15,12 +14,12 @@ from lit_papers.core import ClassifierModule, save_figure
 from .figures import iterations_figure, residual_figure
 from .implicit import check_backward_mode
 from .jacobian import spectral_radius
-from .layer import DEQInfo
+from .metrics import SolverLogging
 from .network import DEQNet
 from .solvers import SOLVERS
 
 
-class DEQModule(ClassifierModule):
+class DEQModule(SolverLogging, ClassifierModule):
     """A DEQ classifier: stem -> z* = cell(z*, injection) -> head, gradients by the implicit hook.
 
     Args:
@@ -60,8 +59,7 @@ class DEQModule(ClassifierModule):
         super().__init__(arch="deq", arch_kwargs=None, num_classes=num_classes, input_shape=input_shape,
                          optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                          nesterov=nesterov, lr_schedule=lr_schedule, milestones=milestones, gamma=gamma)
-        self.history: dict[str, list[float]] = {"step": [], "fwd_iters": [], "bwd_iters": [], "fwd_residual": []}
-        self._train_info: Optional[DEQInfo] = None
+        self.init_solver_history()
 
     def build_network(self) -> nn.Module:
         hp = self.hparams
@@ -101,42 +99,8 @@ class DEQModule(ClassifierModule):
         if info.jac_loss is not None:
             self.log("deq/jac_loss", info.jac_loss.detach())
             loss = loss + hp.jac_weight * info.jac_loss
-        self._train_info = info
+        self.remember(info)
         return loss
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # The backward solve runs inside loss.backward(), after training_step returned.
-        info, self._train_info = self._train_info, None
-        if info is None:
-            return
-        fwd = info.forward
-        bwd = info.backward
-        if bwd is not None:
-            self.log("deq/bwd_iters", bwd.nstep.float().mean())
-            self.log("deq/bwd_residual", bwd.rel_residual.mean())
-            self.log("deq/bwd_unconverged_frac", bwd.unconverged_frac)
-            self.log("deq/bwd_fallbacks", float(bwd.fallbacks))
-        self.history["step"].append(self.global_step)
-        self.history["fwd_iters"].append(float(fwd.nstep.float().mean()) if fwd is not None else math.nan)
-        self.history["fwd_residual"].append(float(self._residual(info)))
-        self.history["bwd_iters"].append(float(bwd.nstep.float().mean()) if bwd is not None else math.nan)
-
-    @staticmethod
-    def _residual(info: DEQInfo) -> torch.Tensor:
-        if info.forward is not None:
-            return info.forward.rel_residual.mean()
-        return info.unroll_residual.mean()
-
-    def log_forward(self, info: DEQInfo, prefix: str) -> None:
-        """Forward solver metrics: iterations, residual, unconverged / diverged fractions, fallbacks."""
-        self.log(f"{prefix}fwd_residual", self._residual(info))
-        fwd = info.forward
-        if fwd is None:  # pretraining or unrolled mode: no solver ran
-            return
-        self.log(f"{prefix}fwd_iters", fwd.nstep.float().mean())
-        self.log(f"{prefix}unconverged_frac", fwd.unconverged_frac)
-        self.log(f"{prefix}diverged_frac", float(fwd.diverged.float().mean()))
-        self.log(f"{prefix}fwd_fallbacks", float(fwd.fallbacks))
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, logits, y, info = self.deq_step(batch)
