@@ -144,3 +144,25 @@ def test_member_labels_are_corrupted_per_member_and_train_independently():
     assert pop.members()[2]["labels"] == {"corruption": "partial_labels", "prob": 1.0}
     with pytest.raises(ValueError, match="member_corruption"):
         MemberLabelsDataModule(member_corruption="shuffled_pixels")
+
+
+@pytest.mark.slow
+def test_resumed_population_equals_uninterrupted(run_cli, tmp_path):
+    """Fit 2 epochs at once, or 1 epoch and resume from last.ckpt: same members, same records."""
+    base = ["fit", "--config", str(REPO / "configs/population.yaml"), "--trainer.limit_train_batches=3",
+            "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1", "--trainer.accelerator=cpu",
+            "--model.init_args.population=2", "--model.init_args.steps_per_call=2",
+            "--data.init_args.on_device=false", "--test_after_fit=false"]
+    whole = run_cli([*base, "--trainer.max_epochs=2"], root=tmp_path / "whole")
+    first = run_cli([*base, "--trainer.max_epochs=1"], root=tmp_path / "split")
+    resumed = run_cli([*base, "--trainer.max_epochs=2", f"--ckpt_path={first / 'checkpoints/last.ckpt'}"],
+                      root=tmp_path / "split")
+    states = [torch.load(d / "checkpoints/last.ckpt", weights_only=False) for d in (whole, resumed)]
+    assert states[0]["global_step"] == states[1]["global_step"] == 12  # 2 epochs x 3 groups x 2 steps
+    torch.testing.assert_close(states[1]["state_dict"], states[0]["state_dict"], atol=1e-6, rtol=1e-6)
+    members = [json.loads((d / "members.json").read_text())["members"] for d in (whole, resumed)]
+    for whole_member, resumed_member in zip(*members):
+        assert list(resumed_member["val_acc_by_epoch"]) == ["0", "1"]  # the first epoch's record survived
+        assert resumed_member["val_acc_by_epoch"] == pytest.approx(whole_member["val_acc_by_epoch"])
+        assert resumed_member["best"]["epoch"] == whole_member["best"]["epoch"]
+        assert resumed_member["best"]["val/acc"] == pytest.approx(whole_member["best"]["val/acc"])

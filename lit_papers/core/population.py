@@ -165,6 +165,17 @@ class PopulationModule(ChunkedClassifierModule):
                     self._best[k] = {"val/acc": acc, "val/loss": record["loss"][k],
                                      "epoch": self.current_epoch, "step": self.global_step}
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # per-member records live outside the weights: keep them so a resumed fit reports the
+        # same best epochs and curves as an uninterrupted one
+        checkpoint["population_records"] = {"best": self._best, "last": self._last, "history": self._history}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        records = checkpoint.get("population_records", {})
+        self._best = {int(k): v for k, v in records.get("best", {}).items()}
+        self._last = dict(records.get("last", {}))
+        self._history = [(int(e), list(a)) for e, a in records.get("history", [])]
+
     def on_fit_end(self) -> None:
         self.write_members()
         if self._history:
@@ -189,7 +200,8 @@ class PopulationModule(ChunkedClassifierModule):
         for k, seed in enumerate(self.resolved_seeds()):
             final = {f"{stage}/{name}": vals[k] for stage, rec in self._last.items()
                      for name, vals in rec.items()}
-            record = {"member": k, "seed": seed, "final": final, "best": self._best.get(k, {})}
+            record = {"member": k, "seed": seed, "final": final, "best": self._best.get(k, {}),
+                      "val_acc_by_epoch": {str(e): accs[k] for e, accs in self._history}}
             if probs is not None:
                 record["labels"] = {"corruption": dm.member_corruption, "prob": probs[k]}
             out.append(record)
