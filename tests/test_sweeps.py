@@ -223,3 +223,20 @@ def test_offline_sweep_runs_resumes_and_reports(tmp_path):
         assert accs[t["name"]] == pytest.approx(summary["final"]["test/acc"], abs=1e-3)
     assert (root / "tiny" / "sweep_figure.png").is_file()
     assert (root / "tiny" / "sweep_results.csv").read_text().count("\n") == 3
+
+
+def test_agent_trial_logs_under_the_run_id_the_sweep_assigned(tmp_path, monkeypatch):
+    from lit_papers.core import run_folder
+
+    folder = tmp_path / "exp" / "version_0"
+    folder.mkdir(parents=True)
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep42")
+    monkeypatch.setenv("WANDB_RUN_ID", "agentrun7")
+    loggers = run_folder.make_loggers(folder, "exp", "lit-papers", None, "offline")
+    assert loggers[1]._wandb_init["id"] == "agentrun7"
+    assert (folder / ".wandb_id").read_text() == "agentrun7"  # a requeued trial continues that run
+    monkeypatch.delenv("WANDB_SWEEP_ID")
+    other = tmp_path / "exp" / "version_1"
+    other.mkdir()
+    loggers = run_folder.make_loggers(other, "exp", "lit-papers", None, "offline")
+    assert loggers[1]._wandb_init["id"].startswith("exp-version_1-")  # outside a sweep: the folder's own id
