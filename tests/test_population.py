@@ -98,11 +98,15 @@ def test_cli_population_writes_members_and_matches_the_single_run(run_cli, tmp_p
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_captured_population_equals_eager_population():
+    """Members with masks, captured whole steps == eager steps (GPU)."""
     kw = dict(num_classes=10, input_shape=(1, 8, 8), optimizer="adam", lr=2e-3, lr_schedule="cosine",
               population=3, member_seeds=[0, 1, 2], steps_per_call=4)
     runs = {}
     for mode in ("none", "cuda_graph"):
         module = PopulationModule(step_capture=mode, **kw)
+        gen = torch.Generator().manual_seed(0)  # the same masks in both runs, applied inside the graph
+        module.set_member_masks({n: torch.rand(p.shape, generator=gen) < 0.7
+                                 for n, p in module.net.member_params().items() if n.endswith("weight")})
         dm = VisionDataModule(dataset="digits", batch_size=60, val_size=100, train_subset=500, on_device=True)
         L.Trainer(max_epochs=2, accelerator="gpu", devices=1, logger=False, enable_checkpointing=False,
                   enable_progress_bar=False, enable_model_summary=False).fit(module, datamodule=dm)
@@ -166,3 +170,55 @@ def test_resumed_population_equals_uninterrupted(run_cli, tmp_path):
         assert resumed_member["val_acc_by_epoch"] == pytest.approx(whole_member["val_acc_by_epoch"])
         assert resumed_member["best"]["epoch"] == whole_member["best"]["epoch"]
         assert resumed_member["best"]["val/acc"] == pytest.approx(whole_member["best"]["val/acc"])
+
+
+def test_masked_members_keep_pruned_weights_at_zero_and_follow_the_masked_loop():
+    """Member 0 pruned (random half of each weight matrix), member 1 dense: member 0 equals a plain
+    masked Adam loop on the same batches, member 1 the unmasked member, pruned entries stay 0.0."""
+    kw = dict(SHAPES, optimizer="adam", lr=2e-3)
+    dm = VisionDataModule(dataset="mnist5k", batch_size=60, val_size=200, train_subset=480,
+                          eval_batch_size=200)
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())  # epoch 0's order, as the trainer will draw it
+    masked = PopulationModule(population=2, member_seeds=[4, 4], steps_per_call=4, **kw)
+    gen = torch.Generator().manual_seed(0)
+    masks = {n: torch.stack([torch.rand(p.shape[1:], generator=gen) < 0.5, torch.ones(p.shape[1:], dtype=bool)])
+             for n, p in masked.net.member_params().items() if n.endswith("weight")}
+    masked.set_member_masks(masks)
+    dense = PopulationModule(population=2, member_seeds=[4, 4], steps_per_call=4, **kw)
+    _fit(masked, epochs=1)
+    _fit(dense, epochs=1)
+
+    torch.manual_seed(4)
+    net = build_model("lenet300_100", (1, 28, 28), 10)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    keep = {n: m[0] for n, m in masks.items()}
+    weights = {n: p for n, p in net.named_parameters() if n in keep}
+
+    def mask_weights():
+        with torch.no_grad():
+            for n, p in weights.items():
+                p.masked_fill_(~keep[n], 0.0)
+
+    mask_weights()
+    for x, y in batches:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        for n, p in weights.items():
+            p.grad.masked_fill_(~keep[n], 0.0)
+        opt.step()
+        mask_weights()
+
+    member0, member1 = masked.member_state_dict(0), masked.member_state_dict(1)
+    for name, mask in keep.items():
+        assert (member0[name][~mask] == 0.0).all() and (member0[name][mask] != 0.0).all()
+    torch.testing.assert_close(member0, net.state_dict(), atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(member1, dense.member_state_dict(1), atol=2e-5, rtol=1e-4)
+    # masks travel with checkpoints into a fresh module
+    state = masked.state_dict()
+    fresh = PopulationModule(population=2, member_seeds=[4, 4], **kw)
+    fresh.on_load_checkpoint({"state_dict": state})
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh.member_state_dict(0), member0)
+    with pytest.raises(ValueError, match="expected a"):
+        fresh.set_member_masks({"layers.1.weight": torch.ones(300, 784, dtype=bool)})

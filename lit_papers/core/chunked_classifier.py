@@ -183,15 +183,26 @@ class ChunkedClassifierModule(ClassifierModule):
         opt._on_before_step()  # Lightning's step counters, as LightningOptimizer.step would
         raw.zero_grad(set_to_none=True)
         self._loss_into(fn, x, y, call).backward()
+        self.before_optimizer_step()
         raw.step()
+        self.after_optimizer_step()
         opt._on_after_step()
+
+    def before_optimizer_step(self) -> None:
+        """Runs between backward and the optimizer step, inside a captured step too (tensor ops
+        only, no host syncs); e.g. masking gradients."""
+
+    def after_optimizer_step(self) -> None:
+        """Runs right after the optimizer step, inside a captured step too; e.g. re-masking weights."""
 
     def _graph_step(self, opt, x: torch.Tensor, y: torch.Tensor, call: list) -> None:
         raw = opt.optimizer
 
         def step(xs, ys):
             self._loss_into(self.member_losses, xs, ys, call).backward()
+            self.before_optimizer_step()
             raw.step()
+            self.after_optimizer_step()
 
         if self._graph is None:
             if self.hparams.optimizer in _CAPTURABLE:

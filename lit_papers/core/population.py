@@ -77,6 +77,48 @@ class StackedMembers(nn.Module):
         return vmap(one, in_dims=(0, 0, 0 if per_member else None), randomness="different")(
             self.member_params(), self.member_buffers(), x)
 
+    # -- per-member weight masks (pruning) -------------------------------------------------------
+    def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
+        """Per-member binary masks, name -> (K, *shape) bool (True = kept), for any parameters.
+
+        Stored as `pruned-<name>` buffers (saved with checkpoints) and updated in place when set
+        again, so a captured training step keeps using them. Masked weights are zeroed now; call
+        `mask_grads_` / `mask_weights_` around every optimizer step to keep them at exactly zero.
+        """
+        params = self.member_params()
+        for name, mask in masks.items():
+            if name not in params or mask.shape != params[name].shape:
+                raise ValueError(f"mask {name!r}: expected a (K, *shape) mask for one of "
+                                 f"{sorted(params)} of shape {tuple(params.get(name, torch.empty(0)).shape)}")
+            pruned = ~mask.to(device=params[name].device, dtype=torch.bool)
+            key = f"pruned-{_key(name)}"
+            if hasattr(self, key):
+                getattr(self, key).copy_(pruned)
+            else:
+                self.register_buffer(key, pruned)
+        self.mask_weights_()
+
+    def _pruned(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(p, getattr(self, f"pruned-{_key(n)}")) for n, p in self.member_params().items()
+                if hasattr(self, f"pruned-{_key(n)}")]
+
+    @torch.no_grad()
+    def mask_grads_(self) -> None:
+        for p, pruned in self._pruned():
+            if p.grad is not None:
+                p.grad.masked_fill_(pruned, 0.0)
+
+    @torch.no_grad()
+    def mask_weights_(self) -> None:
+        for p, pruned in self._pruned():
+            p.masked_fill_(pruned, 0.0)
+
+    def ensure_mask_buffers(self, state_dict: dict[str, torch.Tensor], prefix: str = "") -> None:
+        """Creates the mask buffers a checkpoint holds, so it loads into a fresh module."""
+        for key, value in state_dict.items():
+            if key.startswith(prefix + "pruned-") and not hasattr(self, key[len(prefix):]):
+                self.register_buffer(key[len(prefix):], torch.zeros_like(value, dtype=torch.bool))
+
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Member k as an ordinary `state_dict` of the architecture (load it into `build()`)."""
         if not 0 <= k < self.num_members:
@@ -153,6 +195,17 @@ class PopulationModule(ChunkedClassifierModule):
         """Member k's weights, loadable into the plain architecture (`build_model(arch, ...)`)."""
         return self.net.member_state_dict(k)
 
+    def set_member_masks(self, masks: dict[str, torch.Tensor]) -> None:
+        """Prunes members: name -> (K, *shape) bool masks (True = kept), kept at exactly zero through
+        training (gradients masked before, weights after every optimizer step, captured or not)."""
+        self.net.set_masks(masks)
+
+    def before_optimizer_step(self) -> None:
+        self.net.mask_grads_()
+
+    def after_optimizer_step(self) -> None:
+        self.net.mask_weights_()
+
     # -- per-member records --------------------------------------------------------------------
     def _log_members(self, stage: str, values: dict[str, torch.Tensor], means: Sequence[str]) -> None:
         super()._log_members(stage, values, means)
@@ -171,6 +224,8 @@ class PopulationModule(ChunkedClassifierModule):
         checkpoint["population_records"] = {"best": self._best, "last": self._last, "history": self._history}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.net is not None:
+            self.net.ensure_mask_buffers(checkpoint.get("state_dict", {}), prefix="net.")
         records = checkpoint.get("population_records", {})
         self._best = {int(k): v for k, v in records.get("best", {}).items()}
         self._last = dict(records.get("last", {}))
