@@ -31,7 +31,6 @@ from lit_papers.core.optim import SCHEDULES, build_optimizer
 from .initializers import INITIALIZERS
 from .masks import MaskSet, layer_rates, prunable_weights
 from .pruning import PRUNING, prune, prune_random_counts
-from .report import rounds_figure
 from .schedule import LevelPlan
 from .snapshots import fresh_init, reset_to_, snapshot
 
@@ -299,6 +298,8 @@ class LotteryTicketModule(ClassifierModule):
         (folder / "lottery.json").write_text(json.dumps({"config": meta, "levels": self.history}, indent=2))
 
     def on_fit_end(self) -> None:
+        from .report import rounds_figure  # lazy: keeps `python -m lit_papers.lottery.report` clean
+
         if self.history:
             save_figure(self.trainer, rounds_figure({self.hparams.control: [self.history]}), "lottery_rounds")
 

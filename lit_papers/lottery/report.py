@@ -59,11 +59,13 @@ def rounds_figure(groups: dict[str, list[list[dict]]], title: str = ""):
     """Two panels vs % weights remaining (log x, decreasing): test accuracy at early stop and
     the early-stopping iteration; one line per group with a mean +- std band."""
     fig, (ax_acc, ax_it) = plt.subplots(1, 2, figsize=(10.5, 3.8))
+    ticks: list[float] = []
     for label, histories in groups.items():
         color = COLORS.get(label)
         for ax, key, scale in ((ax_acc, "es_test_acc", 100.0), (ax_it, "es_iteration", 1.0)):
             rows = aggregate(histories, key)
             xs = [r[0] for r in rows]
+            ticks = xs if len(xs) > len(ticks) else ticks
             ms = [r[1] * scale for r in rows]
             ss = [r[2] * scale for r in rows]
             ax.plot(xs, ms, marker="o", markersize=3, color=color, label=f"{label} (n={len(histories)})")
@@ -71,6 +73,8 @@ def rounds_figure(groups: dict[str, list[list[dict]]], title: str = ""):
                             color=color, alpha=0.2)
     for ax, ylabel in ((ax_acc, "test accuracy at early stop (%)"), (ax_it, "early-stop iteration")):
         ax.set_xscale("log")
+        ax.set_xticks(ticks, [f"{x:.3g}" for x in ticks])  # the levels' densities, not powers of 10
+        ax.minorticks_off()
         ax.invert_xaxis()
         ax.set_xlabel("% of weights remaining")
         ax.set_ylabel(ylabel)

@@ -1,0 +1,48 @@
+"""The lottery report: reads run folders (lottery.json or metrics.csv), mean ± std over seeds."""
+
+import csv
+import json
+
+import pytest
+
+from lit_papers.lottery import report
+
+
+def write_run(folder, accs, its, as_csv=False):
+    folder.mkdir(parents=True)
+    rows = [{"level": i, "percent_remaining": 100 * 0.8**i, "es_test_acc": a, "es_iteration": it}
+            for i, (a, it) in enumerate(zip(accs, its))]
+    if as_csv:
+        with (folder / "metrics.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, ["step", "train/loss"] + [f"lottery/{k}" for k in rows[0]])
+            w.writeheader()
+            w.writerow({"step": 0, "train/loss": 1.0})  # rows without lottery values are skipped
+            for r in rows:
+                w.writerow({"step": 1, **{f"lottery/{k}": v for k, v in r.items()}})
+    else:
+        (folder / "lottery.json").write_text(json.dumps({"config": {}, "levels": rows}))
+    return folder
+
+
+def test_aggregate_mean_std_over_seeds_from_both_formats(tmp_path):
+    a = write_run(tmp_path / "a", [0.90, 0.92], [500, 300])
+    b = write_run(tmp_path / "b", [0.94, 0.96], [700, 300], as_csv=True)
+    runs = [report.read_run(a), report.read_run(b)]
+    rows = report.aggregate(runs, "es_test_acc")
+    assert rows[0][0] == pytest.approx(100.0) and rows[1][0] == pytest.approx(80.0)
+    assert rows[0][1] == pytest.approx(0.92) and rows[0][2] == pytest.approx(0.0282843, rel=1e-5)
+    its = report.aggregate(runs, "es_iteration")
+    assert its[1][1:] == (300.0, 0.0)
+    table = report.markdown_table({"ticket": runs})
+    assert "| 100.0 | 92.00 ± 2.83 | 600 ± 141 |" in table
+
+
+def test_command_writes_figure(tmp_path, capsys):
+    a = write_run(tmp_path / "a", [0.9, 0.91, 0.92], [500, 400, 300])
+    r = write_run(tmp_path / "r", [0.9, 0.89, 0.85], [500, 600, 700])
+    out = tmp_path / "fig.png"
+    report.main(["--group", "ticket", str(a), "--group", "reinit", str(r), "--out", str(out)])
+    assert out.stat().st_size > 10_000
+    assert "reinit test acc" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="not a lottery run folder"):
+        report.read_run(tmp_path)
