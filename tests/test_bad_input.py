@@ -128,14 +128,6 @@ def test_checkpoint_of_another_module(classifier_ckpt, root, capsys):
     assert "ClassifierModule" in err and "DEQModule" in err and "config.yaml" in err
 
 
-@pytest.mark.slow
-def test_resume_with_fewer_epochs_than_done(classifier_ckpt, root, capsys):
-    err = run_bad(["fit", "--config", config("classifier"), f"--ckpt_path={classifier_ckpt}", *SHORT,
-                   "--trainer.max_epochs=1"], root, capsys)
-    assert "max_epochs=1" in err
-    assert '"status": "finished"' in (classifier_ckpt.parent.parent / "summary.json").read_text()
-
-
 def test_config_of_another_module(root, capsys):
     """The DEQ's init args given to the classifier: jsonargparse names the first foreign key."""
     err = run_bad(["fit", "--config", config("classifier"), "--model.init_args.solver=anderson"], root, capsys)
