@@ -73,4 +73,4 @@ def test_bad_names_fail_fast_with_the_valid_options():
     with pytest.raises(ValueError, match="ift, phantom, unroll"):
         DEQModule(backward="adjoint")
     with pytest.raises(ValueError, match="conv, mlp"):
-        DEQModule(cell="transformer", num_classes=10, input_shape=(1, 8, 8))
+        DEQModule(cell="lstm", num_classes=10, input_shape=(1, 8, 8))

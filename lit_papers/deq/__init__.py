@@ -7,11 +7,13 @@ from lit_papers.deq.jacobian import jacobian_frobenius, spectral_radius
 from lit_papers.deq.layer import DEQInfo, DEQLayer
 from lit_papers.deq.module import DEQModule
 from lit_papers.deq.network import DEQNet
+from lit_papers.deq.sequence import CharCorpusDataModule, DEQSequenceModule
 from lit_papers.deq.single_layer import ImplicitMLP, mlp_as_implicit_layer
 from lit_papers.deq.solvers import SOLVERS, SolverResult, naive, solve
 
 __all__ = [
-    "BACKWARD_MODES", "DEQInfo", "DEQLayer", "DEQModule", "DEQNet", "ImplicitMLP", "SOLVERS",
-    "SolverResult", "anderson", "broyden", "implicit_output", "jacobian_frobenius",
-    "mlp_as_implicit_layer", "naive", "phantom_output", "solve", "spectral_radius", "unrolled_output",
+    "BACKWARD_MODES", "CharCorpusDataModule", "DEQInfo", "DEQLayer", "DEQModule", "DEQNet",
+    "DEQSequenceModule", "ImplicitMLP", "SOLVERS", "SolverResult", "anderson", "broyden",
+    "implicit_output", "jacobian_frobenius", "mlp_as_implicit_layer", "naive", "phantom_output", "solve",
+    "spectral_radius", "unrolled_output",
 ]

@@ -72,13 +72,54 @@ class MLPCell(_ResidualCell):
             hidden, width, groups)
 
 
+@DEQ_CELLS.register("transformer")
+class TransformerCell(nn.Module):
+    """A weight-tied causal Transformer block on (B, T, width) states, as in the DEQ-Transformer:
+
+    a = z + injection; h = LN1(a + Attn(a)); z' = LN2(h + FF(h)), with causal self-attention, so
+    position t of the equilibrium depends only on positions <= t.
+    """
+
+    def __init__(self, width: int, heads: int = 4, hidden: int | None = None, weight_norm: bool = True):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"transformer cell width {width} must be divisible by heads {heads}")
+        hidden = hidden or 4 * width
+        self.heads = heads
+        self.qkv = _maybe_weight_norm(nn.Linear(width, 3 * width), weight_norm)
+        self.proj = _maybe_weight_norm(nn.Linear(width, width), weight_norm)
+        self.ff = nn.Sequential(_maybe_weight_norm(nn.Linear(width, hidden), weight_norm), nn.GELU(),
+                                _maybe_weight_norm(nn.Linear(hidden, width), weight_norm))
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+
+    def attention(self, a: Tensor) -> Tensor:
+        batch, length, width = a.shape
+        q, k, v = self.qkv(a).view(batch, length, 3, self.heads, width // self.heads).unbind(dim=2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, dh)
+        # Written out rather than scaled_dot_product_attention: the Jacobian penalty needs a double
+        # backward, which the fused CPU kernel does not implement.
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, heads, T, T)
+        causal = torch.ones(length, length, dtype=torch.bool, device=a.device).triu(1)
+        out = scores.masked_fill(causal, float("-inf")).softmax(dim=-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(batch, length, width))
+
+    def forward(self, z: Tensor, injection: Tensor) -> Tensor:
+        a = z + injection
+        h = self.norm1(a + self.attention(a))
+        return self.norm2(h + self.ff(h))
+
+    def init_state(self, injection: Tensor) -> Tensor:
+        return torch.zeros_like(injection)
+
+
 def build_stem(cell: str, input_shape: tuple[int, ...], width: int, downsample: int = 1,
                groups: int = 8) -> nn.Module:
     """Input -> injection. conv: 3x3 conv + GN, then `downsample` stride-2 conv stages; mlp: Linear."""
     if cell == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), width))
     if cell != "conv":
-        raise ValueError(f"unknown deq cell {cell!r}; valid deq cell names: {', '.join(DEQ_CELLS.names())}")
+        raise ValueError(f"no image stem for deq cell {cell!r}; image cells: conv, mlp "
+                         f"(all deq cells: {', '.join(DEQ_CELLS.names())})")
     norm = lambda: nn.GroupNorm(math.gcd(groups, width), width)
     layers: list[nn.Module] = [nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False), norm()]
     for _ in range(downsample):

@@ -1,0 +1,156 @@
+"""Character-level language modelling with a DEQ over a weight-tied causal Transformer block.
+
+The corpus is the dataset documentation that ships inside scikit-learn (`sklearn/datasets/descr`,
+~43k characters of English), so the run needs no download.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_papers.core import save_figure
+from lit_papers.models.deq_cells import build_cell
+
+from .figures import iterations_figure
+from .implicit import check_backward_mode
+from .layer import DEQLayer
+from .metrics import SolverLogging
+from .solvers import SOLVERS
+
+
+def load_char_corpus() -> str:
+    """The scikit-learn dataset descriptions, concatenated in file-name order."""
+    import sklearn
+
+    folder = Path(sklearn.__file__).parent / "datasets" / "descr"
+    return "\n".join(path.read_text(encoding="utf-8") for path in sorted(folder.glob("*.rst")))
+
+
+class CharCorpusDataModule(L.LightningDataModule):
+    """Windows of `seq_len + 1` characters; the last `val_frac` of the text is validation and test."""
+
+    def __init__(self, seq_len: int = 64, batch_size: int = 32, val_frac: float = 0.1, seed: int = 0):
+        super().__init__()
+        if not 0.0 < val_frac < 0.5:
+            raise ValueError(f"data.val_frac must lie in (0, 0.5), got {val_frac}")
+        self.save_hyperparameters()
+        text = load_char_corpus()
+        self.vocab = sorted(set(text))
+        self.vocab_size = len(self.vocab)
+        index = {ch: i for i, ch in enumerate(self.vocab)}
+        self.tokens = torch.tensor([index[ch] for ch in text], dtype=torch.long)
+
+    def windows(self, tokens: torch.Tensor, stride: int) -> TensorDataset:
+        length = self.hparams.seq_len + 1
+        starts = torch.arange(0, len(tokens) - length, stride)
+        chunks = torch.stack([tokens[s:s + length] for s in starts.tolist()])  # (N, T + 1)
+        return TensorDataset(chunks[:, :-1], chunks[:, 1:])
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        split = int(len(self.tokens) * (1 - self.hparams.val_frac))
+        half = self.hparams.seq_len // 2
+        self.train_set = self.windows(self.tokens[:split], stride=half)  # overlapping windows
+        self.val_set = self.windows(self.tokens[split:], stride=self.hparams.seq_len)
+
+    def train_dataloader(self):
+        gen = torch.Generator().manual_seed(self.hparams.seed)
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, generator=gen)
+
+    def val_dataloader(self):
+        return DataLoader(self.val_set, batch_size=256)
+
+    def test_dataloader(self):
+        return self.val_dataloader()
+
+
+class DEQSequenceModule(SolverLogging, L.LightningModule):
+    """Embedding (+ learned positions) -> z* = TransformerCell(z*, embedding) -> linear head.
+
+    Logs `train/loss`, `val/loss`, `val/bpc` (bits per character) and the `deq/*` solver metrics.
+    vocab_size and max_len are read from the datamodule when not given.
+    """
+
+    checkpoint_monitor = ("val/loss", "min")
+
+    def __init__(self, width: int = 64, heads: int = 4, hidden: Optional[int] = None, weight_norm: bool = True,
+                 solver: str = "anderson", max_iter: int = 20, tol: float = 1e-3,
+                 backward: str = "ift", backward_solver: str = "anderson", backward_max_iter: int = 20,
+                 backward_tol: float = 1e-4, pretrain_steps: int = 0, pretrain_depth: int = 2,
+                 jac_weight: float = 0.0, lr: float = 2e-3, weight_decay: float = 0.0,
+                 vocab_size: Optional[int] = None, max_len: Optional[int] = None):
+        super().__init__()
+        SOLVERS.get(solver), SOLVERS.get(backward_solver), check_backward_mode(backward)
+        self.save_hyperparameters()
+        self.init_solver_history()
+        self.net: Optional[nn.ModuleDict] = None
+        if vocab_size is not None and max_len is not None:
+            self.net = self.build_network()
+
+    def build_network(self) -> nn.ModuleDict:
+        hp = self.hparams
+        cell = build_cell("transformer", hp.width, heads=hp.heads, hidden=hp.hidden, weight_norm=hp.weight_norm)
+        deq = DEQLayer(cell, solver=hp.solver, max_iter=hp.max_iter, tol=hp.tol, backward=hp.backward,
+                       backward_solver=hp.backward_solver, backward_max_iter=hp.backward_max_iter,
+                       backward_tol=hp.backward_tol, pretrain_depth=hp.pretrain_depth)
+        return nn.ModuleDict({"embed": nn.Embedding(hp.vocab_size, hp.width),
+                              "pos": nn.Embedding(hp.max_len, hp.width), "deq": deq,
+                              "head": nn.Sequential(nn.LayerNorm(hp.width), nn.Linear(hp.width, hp.vocab_size))})
+
+    def setup(self, stage: str) -> None:
+        if self.net is not None:
+            return
+        dm = self.trainer.datamodule
+        self.hparams.vocab_size, self.hparams.max_len = int(dm.vocab_size), int(dm.hparams.seq_len)
+        self.net = self.build_network()
+
+    def forward(self, tokens: torch.Tensor, compute_jac: bool = False):
+        """tokens (B, T) -> (logits (B, T, V), DEQInfo)."""
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        injection = self.net["embed"](tokens) + self.net["pos"](positions)  # (B, T, width)
+        z, info = self.net["deq"](injection, compute_jac=compute_jac)
+        return self.net["head"](z), info
+
+    def step(self, batch, compute_jac: bool = False):
+        tokens, targets = batch
+        logits, info = self(tokens, compute_jac)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten()), info
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self.net["deq"].pretraining = self.global_step < self.hparams.pretrain_steps
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        compute_jac = self.hparams.jac_weight > 0 and not self.net["deq"].pretraining
+        loss, info = self.step(batch, compute_jac)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_forward(info, prefix="deq/")
+        if info.jac_loss is not None:
+            self.log("deq/jac_loss", info.jac_loss.detach())
+            loss = loss + self.hparams.jac_weight * info.jac_loss
+        self.remember(info)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, info = self.step(batch)
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/bpc", loss / math.log(2))
+        self.log_forward(info, prefix="deq/val_")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss, _ = self.step(batch)
+        self.log("test/loss", loss)
+        self.log("test/bpc", loss / math.log(2))
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def on_fit_end(self) -> None:
+        if self.history["step"]:
+            save_figure(self.trainer, iterations_figure(self.history), "deq_solver_iterations")
