@@ -41,7 +41,7 @@ def markdown(report: dict) -> str:
              f"torch {report['torch']}, lightning {report['lightning']}, {report['when']}, "
              f"command: `{report['command']}`", "",
              f"Data: {report['samples']} MNIST-shaped samples (synthetic, on the device). LeNet rows: "
-             "LeNet-300-100, Adam, batch 60; the ODE-Net row trains on a subset at its own batch size. "
+             "LeNet-300-100, Adam, batch 60; the ODE-Net and DEQ rows train on a subset at their own batch size. "
              f"Times: fastest epoch after the first, best of {report['repeat']} alternating round(s).", "",
              "| workload | project | plain PyTorch | figure | target | met |",
              "| --- | --- | --- | --- | --- | --- |"]

@@ -20,7 +20,7 @@ from lit_papers.core.step_capture import StepChunks
 from lit_papers.data.device_loader import DeviceBatches
 
 WORKLOADS = Registry("workload")
-ORDER = ("classifier", "chunked", "population", "odenet", "compile")  # default run order
+ORDER = ("classifier", "chunked", "population", "odenet", "deq", "compile")  # default run order
 SHAPES = dict(arch="lenet300_100", num_classes=10, input_shape=(1, 28, 28), optimizer="adam", lr=1.2e-3)
 #: the LeNet lottery study of Frankle & Carbin at paper scale: 3 controls x 5 seeds train side by
 #: side, 20 pruning rounds one after another, 50K iterations each
@@ -231,4 +231,39 @@ def odenet(setup: Setup) -> dict:
     steps = -(-n // batch)
     return {"rows": [_row(f"ODE-Net step, batch {batch}, rk4 16 NFE, adjoint", project_s / steps, plain_s / steps,
                           target=1.1, per="/step")],
+            "peak_mib": {"project": project_mib, "plain": plain_mib}}
+
+
+@WORKLOADS.register("deq")
+def deq(setup: Setup) -> dict:
+    """DEQModule (conv cell, Anderson forward, implicit backward by Anderson) vs its own network in a
+    plain training loop from the same initialisation: the same solves, so the ratio is the module's
+    overhead. (The comparison with the torchdeq package is not here: it is not installed.)"""
+    from lit_papers.deq import DEQModule
+
+    batch = 128 if setup.cuda else 32
+    n = batch * (40 if setup.cuda else 10)
+    x, y = setup.x[:n], setup.y[:n]
+    kw = dict(cell="conv", width=48 if setup.cuda else 16, downsample=2, pool=7, solver="anderson", max_iter=20,
+              tol=1e-3, backward="ift", backward_solver="anderson", backward_max_iter=20, backward_tol=1e-4,
+              lr=2e-3, lr_schedule="constant", num_classes=10, input_shape=(1, 28, 28))
+
+    def make():
+        torch.manual_seed(0)
+        return DEQModule(**kw)
+
+    def project():
+        sub = Setup(x=x, y=y, batch=batch, epochs=setup.epochs, members=1, steps_per_call=1,
+                    workdir=setup.workdir)
+        return lightning_epoch_s(sub, make())
+
+    def plain_side():
+        net = make().net.to(x.device).train()
+        return _plain_loop_epoch_s(net, x, y, batch, setup.epochs, lr=2e-3)
+
+    r = alternate(setup, plain=plain_side, project=project)
+    (plain_s, plain_mib), (project_s, project_mib) = r["plain"], r["project"]
+    steps = -(-n // batch)
+    return {"rows": [_row(f"DEQ step, batch {batch}, Anderson fwd + implicit bwd", project_s / steps,
+                          plain_s / steps, target=1.1, per="/step")],
             "peak_mib": {"project": project_mib, "plain": plain_mib}}
