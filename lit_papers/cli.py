@@ -111,10 +111,11 @@ class LitPapersCLI(LightningCLI):
         extra = [RunArtifacts(seed=self.config_init[self.subcommand].get("seed_everything"),
                               experiment=experiment), RngState(), Preemption(), NonFiniteGuard()]
         if not any(isinstance(cb, ModelCheckpoint) for cb in existing + list(callbacks)):
-            monitor, mode = getattr(self.model, "checkpoint_monitor", ("val/acc", "max"))
+            monitor, mode = getattr(self.model, "checkpoint_monitor", None) or (None, "min")
             ckpts = folder / "checkpoints"
-            extra.append(ModelCheckpoint(dirpath=ckpts, filename="best-{epoch}-{step}", monitor=monitor, mode=mode,
-                                         save_top_k=1, auto_insert_metric_name=False))
+            if monitor is not None:  # modules without a selection metric only keep last.ckpt
+                extra.append(ModelCheckpoint(dirpath=ckpts, filename="best-{epoch}-{step}", monitor=monitor,
+                                             mode=mode, save_top_k=1, auto_insert_metric_name=False))
             # A second checkpoint for `last.ckpt`: Lightning's save_last only refreshes it when the best
             # checkpoint changes, which would resume from a stale epoch.
             extra.append(ModelCheckpoint(dirpath=ckpts, filename="last", monitor=None, save_top_k=1,

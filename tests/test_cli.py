@@ -107,3 +107,29 @@ def test_wandb_mode_never_needs_a_login(monkeypatch, tmp_path):
     assert run_folder.wandb_mode(None) == ("online", None)
     with pytest.raises(ValueError, match="online, offline or disabled"):
         run_folder.wandb_mode("sometimes")
+
+
+def test_module_without_a_monitor_keeps_last_only(run_cli, monkeypatch):
+    from lit_papers.core import ClassifierModule
+
+    monkeypatch.setattr(ClassifierModule, "checkpoint_monitor", None)
+    folder = run_cli(QUICK)
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["last.ckpt"]
+
+
+def test_save_figure_accepts_module_or_trainer(run_cli, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from lit_papers.core import ClassifierModule, save_figure
+
+    saved = []
+
+    def on_fit_end(self):
+        saved.append(save_figure(self, plt.figure(), "from_module"))
+        saved.append(save_figure(self.trainer, plt.figure(), "from_trainer"))
+
+    monkeypatch.setattr(ClassifierModule, "on_fit_end", on_fit_end, raising=False)
+    folder = run_cli(QUICK)
+    assert saved == [folder / "figures" / "from_module.png", folder / "figures" / "from_trainer.png"]
+    assert all(p.is_file() for p in saved)
+    assert save_figure(ClassifierModule(), plt.figure(), "detached") is None

@@ -9,13 +9,22 @@ import matplotlib
 matplotlib.use("Agg")  # headless: runs happen on clusters and CI
 
 import matplotlib.pyplot as plt  # noqa: E402
+from lightning.pytorch import Trainer  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger, WandbLogger  # noqa: E402
+
+
+def _trainer_of(obj) -> Trainer | None:
+    if isinstance(obj, Trainer):
+        return obj
+    try:  # a LightningModule (its .trainer raises when it is not attached to one)
+        return getattr(obj, "trainer", None)
+    except RuntimeError:
+        return None
 
 
 def run_dir(trainer_or_module) -> Path | None:
     """The run folder `runs/<experiment>/<version>/` of a trainer or module, or None without a CSV logger."""
-    trainer = getattr(trainer_or_module, "trainer", None) if not hasattr(trainer_or_module, "loggers") \
-        else trainer_or_module
+    trainer = _trainer_of(trainer_or_module)
     if trainer is None:
         return None
     for logger in trainer.loggers:
@@ -26,10 +35,7 @@ def run_dir(trainer_or_module) -> Path | None:
 
 def save_figure(trainer_or_module, fig, name: str) -> Path | None:
     """Save `fig` as `<run dir>/figures/<name>.png`, log it to W&B, close it; return the path."""
-    try:
-        trainer = trainer_or_module if hasattr(trainer_or_module, "loggers") else trainer_or_module.trainer
-    except RuntimeError:  # a module not attached to a trainer
-        trainer = None
+    trainer = _trainer_of(trainer_or_module)
     folder = run_dir(trainer) if trainer is not None else None
     path = None
     if folder is not None and trainer.is_global_zero:
