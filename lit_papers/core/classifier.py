@@ -81,10 +81,14 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self.model_step(batch)
-        self.train_acc(logits, y)
+        # update() only: the metric's forward would also compute a per-batch value nobody reads,
+        # and the epoch value is logged once in on_train_epoch_end (host time per step matters).
+        self.train_acc.update(logits.detach(), y)
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/acc", self.train_acc, prog_bar=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, logits, y = self.model_step(batch)
