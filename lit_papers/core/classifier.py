@@ -84,8 +84,20 @@ class ClassifierModule(L.LightningModule):
         # update() only: the metric's forward would also compute a per-batch value nobody reads,
         # and the epoch value is logged once in on_train_epoch_end (host time per step matters).
         self.train_acc.update(logits.detach(), y)
-        self.log("train/loss", loss, prog_bar=True)
+        if self._logging_step():
+            self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def _logging_step(self) -> bool:
+        """True on the steps whose values reach the loggers (every `log_every_n_steps`).
+
+        A step-level `self.log` costs host time even on the steps Lightning does not write, so
+        step metrics are only logged when they will be recorded: metrics.csv is unchanged.
+        """
+        try:
+            return bool(self.trainer._logger_connector.should_update_logs)
+        except (AttributeError, RuntimeError, NotImplementedError):
+            return True
 
     def on_train_epoch_end(self) -> None:
         self.log("train/acc", self.train_acc, prog_bar=True)
