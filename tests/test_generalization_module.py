@@ -122,3 +122,15 @@ def test_crops_and_whitening():
         windows = img.unfold(1, 28, 1).unfold(2, 28, 1)  # (C, 5, 5, 28, 28)
         assert any(torch.equal(windows[:, i, j], crop) for i in range(5) for j in range(5))
     assert not math.isnan(float(w.sum()))
+
+
+def test_paper_input_pipeline_random_crops_while_training_centre_crop_when_evaluating():
+    torch.manual_seed(0)
+    model = RandomLabelModule(arch="inception_small", num_classes=10, input_shape=(1, 8, 8), crop=6,
+                              random_crop=True, whiten=True)
+    x = torch.randn(4, 1, 8, 8)
+    model.train()
+    assert not torch.equal(model(x), model(x))  # a new random 6x6 window per call
+    model.eval()
+    expected = model.net(per_image_whitening(center_crop(x, 6)))
+    assert torch.equal(model(x), expected) and torch.equal(model(x), model(x))
