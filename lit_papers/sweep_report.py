@@ -146,7 +146,7 @@ def generic_figure(records: list[dict], metric: str | None):
     ax.set_xlabel(_short(x_key))
     ax.set_ylabel(metric)
     seeds = max(len(v) for g in groups.values() for v in g.values())
-    ax.set_title(f"{metric} over the sweep (mean ± std over {seeds} run(s) per point)")
+    ax.set_title(f"{metric} over the sweep (mean ± std over up to {seeds} run(s) per point)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
