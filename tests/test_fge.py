@@ -8,6 +8,7 @@ from lightning.pytorch import Callback
 from lit_papers.data import VisionDataModule
 from lit_papers.mode_connectivity import FGEModule
 from lit_papers.mode_connectivity.fge import CYCLES, ProbabilityEnsemble, ensemble_predict, triangle_lr
+from lit_papers.models import build_model
 
 A1, A2 = 0.08, 0.002
 
@@ -47,10 +48,13 @@ def test_probability_ensemble_is_the_mean_of_member_softmaxes():
 
 class _RecordLR(Callback):
     def __init__(self):
-        self.lrs, self.states = {}, {}
+        self.lrs, self.states, self.starts, self.opt_state = {}, {}, {}, {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.lrs[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
+        if batch_idx == 0:  # after the module's on_train_epoch_start: the weights the epoch starts from
+            self.starts[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+            self.opt_state[trainer.current_epoch] = len(trainer.optimizers[0].state)
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.states[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
@@ -97,12 +101,19 @@ def test_fge_fit_lr_members_and_ensemble():
 
 
 def test_independent_members_restart_from_fresh_weights():
-    model, record, _, _ = _fit(schedule="independent", pretrain=0, cycle=1, cycles=2, batches=4)
+    torch.manual_seed(7)  # the run seed: member k > 0 is initialised from seed 7 + 10,000 k
+    model, record, dm, _ = _fit(schedule="independent", pretrain=0, cycle=1, cycles=2, batches=4)
     assert model.ensemble.members == 2
     # Each member follows the module's own recipe (lr 0.05, swa_linear), restarted every cycle.
     assert record.lrs[0] == pytest.approx(0.05) and record.lrs[4] == pytest.approx(0.05)
     assert record.lrs[3] == record.lrs[7] == pytest.approx(0.05 * (1 - 0.25 / 0.4 * 0.99))
-    w0, w1 = (m["layers.1.weight"] for m in model.members)
-    assert not torch.allclose(w0, w1)
+    # Member 1 starts from a fresh network (weights and BatchNorm statistics), not from member 0,
+    # and with fresh optimizer state (no momentum carried over).
+    torch.manual_seed(7 + 10_000)
+    fresh = build_model("mlp", dm.input_shape, dm.num_classes, hidden=[32], batch_norm=True).state_dict()
+    for name, value in fresh.items():
+        assert torch.equal(record.starts[1][name], value), name
+    assert not torch.equal(record.starts[1]["layers.1.weight"], record.states[0]["layers.1.weight"])
+    assert record.opt_state[1] == 0 and record.opt_state[0] == 0
     with pytest.raises(ValueError, match="pretrain_epochs: 0"):
         FGEModule(schedule="independent", pretrain_epochs=5)
