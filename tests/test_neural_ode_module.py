@@ -41,7 +41,8 @@ def test_nfe_forward_and_backward_logged_per_step(tmp_path, variant, nfe_b):
     assert metrics["node/nfe_forward"].item() == 8  # 2 RK4 steps x 4 stages
     assert metrics["node/nfe_backward"].item() == nfe_b  # adjoint re-solves; backprop never calls f
     assert metrics["node/step_time_ms"].item() > 0
-    assert module.nfe_history["nfe_forward"] == [8.0]
+    assert module.nfe_history["nfe_forward"] == [8, 8]
+    assert module.nfe_history["nfe_backward"] == [nfe_b, nfe_b]
 
 
 def test_resnet_and_mlp_log_no_nfe(tmp_path):

@@ -52,8 +52,7 @@ class NeuralODEModule(ClassifierModule):
                          input_shape=input_shape, optimizer=optimizer, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, nesterov=nesterov, lr_schedule=lr_schedule,
                          milestones=milestones, gamma=gamma)
-        self.nfe_history: dict[str, list[float]] = {"epoch": [], "nfe_forward": [], "nfe_backward": []}
-        self._epoch_nfe: list[tuple[int, int]] = []
+        self.nfe_history: dict[str, list[float]] = {"step": [], "nfe_forward": [], "nfe_backward": []}
         self._step_start = 0.0
 
     def build_network(self) -> nn.Module:
@@ -105,15 +104,9 @@ class NeuralODEModule(ClassifierModule):
         if block is not None:
             # After backward, the counter holds the adjoint solve's evaluations only.
             self.log("node/nfe_backward", float(block.nfe_backward), prog_bar=True)
-            self._epoch_nfe.append((block.nfe_forward, block.nfe_backward))
-
-    def on_train_epoch_end(self) -> None:
-        if self._epoch_nfe:
-            nfe = torch.tensor(self._epoch_nfe, dtype=torch.float64).mean(0)
-            self.nfe_history["epoch"].append(self.current_epoch)
-            self.nfe_history["nfe_forward"].append(nfe[0].item())
-            self.nfe_history["nfe_backward"].append(nfe[1].item())
-            self._epoch_nfe = []
+            self.nfe_history["step"].append(self.global_step)
+            self.nfe_history["nfe_forward"].append(block.nfe_forward)
+            self.nfe_history["nfe_backward"].append(block.nfe_backward)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         super().validation_step(batch, batch_idx)
@@ -125,8 +118,8 @@ class NeuralODEModule(ClassifierModule):
         if self.ode_block is None:
             return
         h = self.nfe_history
-        if h["epoch"]:
-            fig = nfe_training_figure(h["epoch"], h["nfe_forward"], h["nfe_backward"])
+        if h["step"]:
+            fig = nfe_training_figure(h["step"], h["nfe_forward"], h["nfe_backward"])
             save_figure(self.trainer, fig, "neural_ode_nfe_training")
         dm = getattr(self.trainer, "datamodule", None)
         if self.hparams.nfe_tolerances and dm is not None:
