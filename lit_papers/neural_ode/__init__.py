@@ -6,9 +6,11 @@ from lit_papers.neural_ode.classifiers import VARIANTS, build_classifier, count_
 from lit_papers.neural_ode.cnf import CNF, CNFDynamics, TimeConcatMLP, standard_normal_logprob
 from lit_papers.neural_ode.dynamics import ConvDynamics, ResidualStack
 from lit_papers.neural_ode.odeblock import SOLVERS, ODEBlock, ODESolverError
+from lit_papers.neural_ode.planar import PlanarField
 
 __all__ = [
-    "CNF", "CNFDynamics", "CNFModule", "NeuralODEModule", "ConvDynamics", "ODEBlock", "ODESolverError", "ResidualStack",
+    "CNF", "CNFDynamics", "CNFModule", "ConvDynamics", "NeuralODEModule", "ODEBlock", "ODESolverError",
+    "PlanarField", "ResidualStack",
     "SOLVERS", "TimeConcatMLP", "VARIANTS", "build_classifier", "count_parameters",
     "standard_normal_logprob",
 ]
