@@ -1,5 +1,7 @@
 """LotteryTicketModule: IMP levels inside one fit, resets, controls, resume, determinism."""
 
+import json
+
 import lightning as L
 import pytest
 import torch
@@ -235,3 +237,25 @@ def test_resume_mid_epoch_mid_round_with_resumable_loader(ticket_run, tmp_path):
     for k, v in full.net.state_dict().items():
         assert torch.equal(resumed.net.state_dict()[k], v), k
     assert all(torch.equal(resumed._pruned_at[n], full._pruned_at[n]) for n in full._pruned_at)
+
+
+def test_bf16_autocast_keeps_pruned_weights_exactly_zero():
+    model, _ = fit(trainer_kw={"precision": "bf16-mixed"}, optimizer="sgd", lr=0.05, momentum=0.9,
+                   nesterov=True, weight_decay=1e-3)
+    params = dict(model.net.named_parameters())
+    assert len(model.history) == 3
+    for name, m in model.masks.items():
+        assert bool((params[name][~m] == 0.0).all()) and int(m.sum()) < m.numel()
+
+
+def test_cli_run_writes_history_and_resumes_from_last(run_cli):
+    args = ["fit", "--config", "configs/lottery.yaml", "--config", "tests/smoke/lottery.yaml"]
+    folder = run_cli(args)
+    history = json.loads((folder / "lottery.json").read_text())["levels"]
+    assert [round(h["percent_remaining"], 1) for h in history] == [100.0, 80.0, 64.1]
+    assert (folder / "figures" / "lottery_rounds.png").is_file()
+    ckpt = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["lottery"]["level"] == 2 and ckpt["global_step"] == 60
+    again = run_cli([*args, "--ckpt_path", str(folder / "checkpoints" / "last.ckpt")])
+    assert again == folder
+    assert json.loads((folder / "lottery.json").read_text())["levels"] == history
