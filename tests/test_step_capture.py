@@ -78,6 +78,13 @@ def test_step_chunks_keep_order_and_isolate_the_short_batch():
     assert torch.cat([y.flatten() for _, y in got]).tolist() == [i for i in range(7) for _ in range(4)] + [7]
     assert len(chunks) == 4 and chunks.minibatches(2) == 6 and chunks.minibatches(4) == 8
 
+    class DropLast(Loader):
+        drop_last = True  # the short minibatch is never drawn: 7 full ones
+
+    dropped = StepChunks(DropLast(batches[:7]), steps=4)
+    assert [len(x) for x, _ in dropped] == [4, 3]
+    assert len(dropped) == 2 and dropped.minibatches(1) == 4 and dropped.minibatches(2) == 7
+
 
 def test_step_chunks_translate_resume_state_to_minibatches():
     """A loader that records (epoch, batches done) for mid-epoch resume counts Lightning's batches,

@@ -76,7 +76,8 @@ class StepChunks:
         n = len(self.loader)
         bs = getattr(self.loader, "batch_size", None)
         per_rank = getattr(self.loader, "per_rank", None) or len(getattr(self.loader, "dataset", ()))
-        short = bool(bs and per_rank and per_rank % bs)
+        # a short last minibatch exists unless the loader drops it
+        short = bool(bs and per_rank and per_rank % bs) and not getattr(self.loader, "drop_last", False)
         full = n - 1 if short else n
         sizes = [self.steps] * (full // self.steps) + ([full % self.steps] if full % self.steps else [])
         return sizes + ([1] if short else [])
