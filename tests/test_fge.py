@@ -81,7 +81,7 @@ def test_fge_fit_lr_members_and_ensemble():
         assert record.lrs[s] == pytest.approx(A1)
         assert record.lrs[s + cycle_steps // 4] == pytest.approx((A1 + A2) / 2)
         assert record.lrs[s + cycle_steps // 2] == pytest.approx(A2)
-    assert model.ensemble.members == 3 == len(model.members)  # epochs / c
+    assert model.ensemble.members == 3 == len(model.members) == model.num_members  # epochs / c
     # Members are the weights at the end of the first epoch of each cycle, where the LR reaches alpha2.
     for k, state in enumerate(model.members):
         epoch = 1 + 2 * k

@@ -102,9 +102,6 @@ class CurveNet(nn.Module):
     def bend_parameters(self) -> list[nn.Parameter]:
         return [p for k in range(1, self.num_points - 1) for p in self.points[k].values()]
 
-    def endpoint_parameters(self, k: int) -> list[nn.Parameter]:
-        return list(self.points[k].values())
-
     def freeze_endpoints(self, frozen: bool = True) -> None:
         for k in (0, self.num_points - 1):
             for p in self.points[k].values():
