@@ -259,3 +259,28 @@ def test_cli_run_writes_history_and_resumes_from_last(run_cli):
     again = run_cli([*args, "--ckpt_path", str(folder / "checkpoints" / "last.ckpt")])
     assert again == folder
     assert json.loads((folder / "lottery.json").read_text())["levels"] == history
+
+
+class RanksAgree(Callback):
+    """At fit end every rank must hold the same masks and weights, with exact zeros."""
+
+    def on_fit_end(self, trainer, module):
+        flat = torch.cat([m.flatten().float() for _, m in module.masks.items()])
+        params = torch.cat([p.detach().flatten() for p in module.net.parameters()])
+        mine = torch.stack([flat.sum(), (flat * torch.arange(len(flat))).sum(), params.sum()])
+        everyone = trainer.strategy.all_gather(mine)  # (world_size, 3)
+        assert torch.equal(everyone[0], everyone[1]), everyone
+        weights = dict(module.net.named_parameters())
+        assert all(bool((weights[n][~m] == 0).all()) for n, m in module.masks.items())
+        assert len(module.history) == 3 and flat.sum() < len(flat)
+
+
+@pytest.mark.slow  # two spawned processes: ~40 s on a loaded 2-core machine
+def test_ddp_ranks_agree_on_masks_and_weights():
+    L.seed_everything(0, verbose=False)
+    dm = VisionDataModule("mnist5k", batch_size=20, val_size=100, train_subset=100)
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", val_check_interval=10,
+                        check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        callbacks=[RanksAgree()])
+    trainer.fit(LotteryTicketModule(rounds=2, round_steps=20), datamodule=dm)
