@@ -107,6 +107,16 @@ def test_only_bends_get_gradients_and_weight_decay_is_on_phi_t():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.bend_parameters())
     hand = sum(float((v.detach() ** 2).sum()) for v in w.values())
     assert math.isclose(l2_penalty(w).item(), hand, rel_tol=1e-6)
+    # The decay acts on phi(t), not on each control point: d/dw_k [wd/2 ||phi(t)||^2] = wd c_k(t) phi(t)
+    # (decaying the bends themselves would give wd w_k instead).
+    for p in net.bend_parameters():
+        p.grad = None
+    (0.5 * wd * l2_penalty(net.weights(t))).backward()
+    c = net.coefficients(t)
+    for k in (1, 2):
+        for name, phi in w.items():
+            expected = wd * float(c[k]) * phi.detach()
+            torch.testing.assert_close(net.point(k)[name].grad, expected, atol=1e-7, rtol=1e-5)
 
 
 def test_training_moves_bends_and_keeps_endpoints():
