@@ -95,6 +95,7 @@ class ChunkedClassifierModule(ClassifierModule):
         self._check_trainer()
         opt = build_optimizer(hp.optimizer, self.parameters(), lr=hp.lr, momentum=hp.momentum,
                               weight_decay=hp.weight_decay, nesterov=hp.nesterov)
+        self._graph = None  # a captured step belongs to one optimizer: a new fit captures anew
         sched = None
         if hp.lr_schedule != "constant":
             sched = build_scheduler(hp.lr_schedule, opt, self._total_optimizer_steps(), hp.milestones,
