@@ -21,6 +21,15 @@ def test_triangle_lr_at_cycle_start_quarter_middle():
     assert triangle_lr(1.0, A1, A2) == A1  # periodic
 
 
+def test_snapshot_ensemble_cosine_restarts():
+    # Huang et al.: alpha1/2 (cos(pi p) + 1) inside each cycle, annealed to 0, restarted at alpha1
+    lr = CYCLES.get("sse")(A1).lr
+    assert lr(0.0) == A1 and lr(1.0) == A1
+    assert lr(0.5) == pytest.approx(A1 / 2)
+    assert lr(0.999) == pytest.approx(0.0, abs=1e-5 * A1)
+    assert CYCLES.get("independent")().lr is None and CYCLES.get("independent")().restart
+
+
 def test_snapshot_epochs_and_even_cycles():
     assert CYCLES.get("fge")(A1, A2).snapshot_epoch(2) == 0
     assert CYCLES.get("fge")(A1, A2).snapshot_epoch(4) == 1
