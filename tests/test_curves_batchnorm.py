@@ -1,5 +1,7 @@
 """Exact BatchNorm recompute, curve evaluation summaries and the plane basis."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from torch import nn
 from lit_papers.mode_connectivity.batchnorm import recompute_bn
 from lit_papers.mode_connectivity.curves import CurveNet, flatten
 from lit_papers.mode_connectivity.evaluation import evaluate_path, summarize
-from lit_papers.mode_connectivity.plane import plane_basis, plane_grid
+from lit_papers.mode_connectivity.plane import evaluate_plane, flat_points, plane_basis, plane_grid
 
 
 def _bn_net(seed):
@@ -117,3 +119,27 @@ def test_plane_basis_is_orthonormal_and_places_the_points():
     assert xs[0] < 0 < xs[-1] and ys[0] < 0 and ys[-1] > y1
     with pytest.raises(ValueError, match="collinear"):
         plane_basis(w0, 0.5 * (w0 + w2), w2)
+
+
+def test_plane_grid_values_at_the_anchor_points_are_those_networks_losses():
+    """The plane's grid point at w_0's and w_2's coordinates evaluates those very networks
+    (exact BatchNorm statistics included), with the L2 term of the training objective."""
+    nets = [_bn_net(s) for s in (1, 2, 3)]
+    params = [dict(n.named_parameters()) for n in nets]
+    w0, w1, w2 = flat_points(params)
+    basis = plane_basis(w0, w1, w2)
+    length = torch.linalg.vector_norm(w2.double() - w0.double()).item()
+    _, _, batches = _batches()
+    wd = 0.1
+    grid = evaluate_plane(nets[0], params[0], basis, np.array([0.0, length]), np.array([0.0]), batches,
+                          batches[:2], weight_decay=wd)
+    assert grid["train_loss"].shape == (1, 2)
+    for j, net in ((0, nets[0]), (1, nets[2])):
+        net = copy.deepcopy(net)
+        recompute_bn(net, net, batches)
+        net.eval()
+        nll = sum(nn.functional.cross_entropy(net(x), y, reduction="sum").item() for x, y in batches) / 50
+        l2 = sum(float((p.detach().double() ** 2).sum()) for p in net.parameters())
+        assert grid["train_loss"][0, j] == pytest.approx(nll + 0.5 * wd * l2, rel=1e-4)
+        test_err = 100 * (1 - sum((net(x).argmax(1) == y).sum().item() for x, y in batches[:2]) / 32)
+        assert grid["test_err"][0, j] == pytest.approx(test_err)
