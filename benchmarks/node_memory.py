@@ -146,6 +146,26 @@ def table(rows: list[dict], keys: list[str]) -> str:
     return "\n".join(lines)
 
 
+def plot_horizon(rows: list[dict], path: str) -> None:
+    """Peak activation memory and step time against T for both gradient methods."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for kind, label in (("direct", "backprop through RK4 (RK-Net)"), ("adjoint", "adjoint (ODE-Net)")):
+        sel = [r for r in rows if r["model"] == kind]
+        ax1.plot([r["T"] for r in sel], [r["activation_mb"] for r in sel], "o-", label=label)
+        ax2.plot([r["T"] for r in sel], [r["step_ms"] for r in sel], "o-", label=label)
+    ax1.set(xlabel="integration time T (NFE-F = 16 T)", ylabel="peak saved activations (MB)",
+            title="training memory")
+    ax2.set(xlabel="integration time T (NFE-F = 16 T)", ylabel="time per step (ms)", title="time")
+    ax1.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=["horizon", "models"], default="horizon")
@@ -157,6 +177,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--figure", default=None, help="horizon part: also plot memory vs T to this PNG")
     args = parser.parse_args()
     if args.part == "horizon":
         rows = [run(kind, T, args) for T in args.horizons for kind in ("direct", "adjoint")]
@@ -167,6 +188,8 @@ def main() -> None:
         keys = ["model", "params", "nfe_forward", "nfe_backward", "activation_mb", "rss_growth_mb",
                 "cuda_peak_mb", "step_ms"]
     print(table(rows, keys))
+    if args.figure and args.part == "horizon":
+        plot_horizon(rows, args.figure)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "rows": rows}, fh, indent=1)
