@@ -63,6 +63,9 @@ class CurveModule(ClassifierModule):
     """
 
     test_after_fit = False  # the final evaluation covers the test set along the whole curve
+    # No "best" checkpoint: validation accuracy compares endpoint-phase networks with curve points,
+    # so a best-by-val/acc copy would not be the trained curve. last.ckpt holds the result.
+    checkpoint_monitor = None
 
     def __init__(self, arch: str = "mlp", arch_kwargs: Optional[dict] = None,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,

@@ -44,6 +44,9 @@ class FGEModule(ClassifierModule):
     """
 
     test_after_fit = False  # the ensemble is evaluated on the test set after every member
+    # No "best" checkpoint: the result is the ensemble at the end of fit (in last.ckpt), not the
+    # single network of the epoch with the highest validation accuracy.
+    checkpoint_monitor = None
 
     def __init__(self, arch: str = "mlp", arch_kwargs: Optional[dict] = None,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
