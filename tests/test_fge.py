@@ -110,7 +110,10 @@ def test_fge_fit_lr_members_and_ensemble():
 
 
 def test_independent_members_restart_from_fresh_weights():
-    torch.manual_seed(7)  # the run seed: member k > 0 is initialised from seed 7 + 10,000 k
+    # The run seed: member k > 0 is initialised from seed (run seed + 10,000 k) mod 2**63; a 64-bit
+    # run seed near the top of the range must not overflow.
+    seed = 2**64 - 3
+    torch.manual_seed(seed)
     model, record, dm, _ = _fit(schedule="independent", pretrain=0, cycle=1, cycles=2, batches=4)
     assert model.ensemble.members == 2
     # Each member follows the module's own recipe (lr 0.05, swa_linear), restarted every cycle.
@@ -118,7 +121,7 @@ def test_independent_members_restart_from_fresh_weights():
     assert record.lrs[3] == record.lrs[7] == pytest.approx(0.05 * (1 - 0.25 / 0.4 * 0.99))
     # Member 1 starts from a fresh network (weights and BatchNorm statistics), not from member 0,
     # and with fresh optimizer state (no momentum carried over).
-    torch.manual_seed(7 + 10_000)
+    torch.manual_seed((seed + 10_000) % 2**63)
     fresh = build_model("mlp", dm.input_shape, dm.num_classes, hidden=[32], batch_norm=True).state_dict()
     for name, value in fresh.items():
         assert torch.equal(record.starts[1][name], value), name

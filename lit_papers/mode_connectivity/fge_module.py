@@ -133,7 +133,8 @@ class FGEModule(ClassifierModule):
             # A new independent member: fresh weights, fresh optimizer state.
             with torch.random.fork_rng(devices=[]):
                 # Derived from the run's seed, so different seeds give different ensembles.
-                torch.manual_seed(torch.initial_seed() + 10_000 * cycle)
+                # (modulo 2**63: a 64-bit initial seed plus the offset would overflow manual_seed)
+                torch.manual_seed((torch.initial_seed() + 10_000 * cycle) % 2**63)
                 fresh = super().build_network()
             self.net.load_state_dict(fresh.state_dict())
             for opt in self.trainer.optimizers:
