@@ -10,4 +10,4 @@ from lit_papers.lottery import LotteryTicketModule  # noqa: F401
 from lit_papers.deq import CharCorpusDataModule, DEQModule, DEQSequenceModule  # noqa: F401
 from lit_papers.core.population import PopulationModule  # noqa: F401
 from lit_papers.mode_connectivity import CurveModule, FGEModule  # noqa: F401
-from lit_papers.neural_ode import CNFModule, NeuralODEModule  # noqa: F401
+from lit_papers.neural_ode import CNFModule, LatentODEModule, NeuralODEModule  # noqa: F401
