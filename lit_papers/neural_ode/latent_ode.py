@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from lit_papers.core import save_figure
 from lit_papers.core.optim import build_optimizer
 
 from .odeblock import ODEBlock, translate_solver_error
@@ -148,3 +149,33 @@ class LatentODEModule(L.LightningModule):
 
     def configure_optimizers(self):
         return build_optimizer(self.hparams.optimizer, self.parameters(), lr=self.hparams.lr)
+
+    @torch.no_grad()
+    def on_fit_end(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None:
+            return
+        x, mask, clean = (t[:6].to(self.device) for t in next(iter(dm.val_dataloader())))
+        was_training = self.training
+        self.eval()
+        recon, _, _ = self.model(x, mask, self._times(), sample=False)
+        self.train(was_training)
+        save_figure(self.trainer, trajectories_figure(x.cpu(), mask.cpu(), clean.cpu(), recon.cpu()),
+                    "latent_ode_spirals")
+
+
+def trajectories_figure(x, mask, clean, recon):
+    """Observed points, true spiral and the latent ODE's mean trajectory for a few series."""
+    import matplotlib.pyplot as plt
+
+    n = len(x)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8))
+    for i, ax in enumerate(axes if n > 1 else [axes]):
+        ax.plot(clean[i, :, 0], clean[i, :, 1], color="0.7", lw=1, label="truth")
+        ax.plot(recon[i, :, 0], recon[i, :, 1], color="C1", lw=1.2, label="latent ODE")
+        obs = x[i][mask[i]]
+        ax.scatter(obs[:, 0], obs[:, 1], s=6, color="C0", label="observed", zorder=3)
+        ax.set(xticks=[], yticks=[], aspect="equal")
+    axes[0].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    return fig
