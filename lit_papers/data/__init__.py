@@ -2,7 +2,8 @@
 
 from .datasets import DATASETS, load_dataset
 from .device_loader import DeviceBatches
+from .spirals import SpiralsDataModule
+from .toy2d import Toy2DDataModule
 from .vision import VisionDataModule
 
-__all__ = ["DATASETS", "DeviceBatches", "VisionDataModule", "load_dataset"]
-from .toy2d import Toy2DDataModule  # noqa: E402, F401
+__all__ = ["DATASETS", "DeviceBatches", "SpiralsDataModule", "Toy2DDataModule", "VisionDataModule", "load_dataset"]
