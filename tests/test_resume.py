@@ -67,12 +67,7 @@ def _run_folder(root: Path) -> Path:
 
 
 # Module state that does not travel in checkpoints yet (owned by the module, listed in docs/reliability.md).
-KNOWN_GAPS = {
-    "random_labels": "RandomLabelModule keeps its per-epoch history (gen/best_test_acc, steps_to_fit) "
-                     "outside the checkpoint, so a resumed run forgets the epochs before the kill",
-    "deq_charlm": "CharCorpusDataModule shuffles with one seeded generator for the whole fit, so a resumed "
-                  "run replays epoch 0's order (lit_papers.data.epoch_shuffle.EpochShuffle/ResumableLoader fix it)",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _with_known_gaps(configs):

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_papers.core import save_figure
+from lit_papers.data.epoch_shuffle import EpochShuffle, ResumableLoader, fit_progress
 from lit_papers.models.deq_cells import build_cell
 
 from .figures import iterations_figure
@@ -61,8 +62,12 @@ class CharCorpusDataModule(L.LightningDataModule):
         self.val_set = self.windows(self.tokens[split:], stride=self.hparams.seq_len)
 
     def train_dataloader(self):
-        gen = torch.Generator().manual_seed(self.hparams.seed)
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, generator=gen)
+        # Order is a function of (seed, epoch) and the loader saves its position, so resume is exact.
+        loader = ResumableLoader(self.train_set, batch_size=self.hparams.batch_size,
+                                 sampler=EpochShuffle(self.train_set, self.hparams.seed))
+        if self.trainer is not None:
+            loader.progress = fit_progress(self.trainer)
+        return loader
 
     def val_dataloader(self):
         return DataLoader(self.val_set, batch_size=256)

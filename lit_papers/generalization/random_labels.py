@@ -200,6 +200,18 @@ class RandomLabelModule(ClassifierModule):
         test_acc = float(self._test_counts[0] / self._test_counts[1])
         self.log_dict({"gen/gap": train_acc - test_acc, "gen/final_train_acc": train_acc})
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The per-epoch record travels with the weights, so a resumed fit keeps steps-to-fit and
+        # the earlier epochs of the fit curve.
+        checkpoint["random_labels"] = {"history": list(self.history), "steps_to_fit": self.steps_to_fit}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("random_labels")
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if state is not None and fitting:  # testing a selected checkpoint keeps the full record
+            self.history = list(state["history"])
+            self.steps_to_fit = state["steps_to_fit"]
+
     def on_fit_end(self) -> None:
         if self.history:
             from .figures import fit_curve_figure

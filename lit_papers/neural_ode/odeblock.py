@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from lit_papers.core.errors import RunFailed
+
 
 @dataclass(frozen=True)
 class SolverKind:
@@ -53,7 +55,7 @@ def get_solver(method: str) -> SolverKind:
     return SOLVERS[method]
 
 
-class ODESolverError(RuntimeError):
+class ODESolverError(RunFailed):
     """The solver could not integrate the vector field (stiff or exploding dynamics)."""
 
 
