@@ -143,6 +143,16 @@ def test_nan_loss_stops_with_run_failed(root, capsys):
     assert "failed: RunFailed" in summary
 
 
+def test_exploding_ode_solve_stops_with_the_options_that_help(root, capsys):
+    # rtol 1e-12 with a budget of 3 steps: dopri5 cannot finish the first solve.
+    err = run_bad(["fit", "--config", config("neural_ode"), *SHORT, "--model.init_args.rtol=1e-12",
+                   "--model.init_args.atol=1e-12", "--model.init_args.max_num_steps=3", "--experiment=ode"],
+                  root, capsys, code=1, new_folders=True)
+    assert err.startswith("run failed: the ODE solver failed") and "method='rk4'" in err
+    assert "Traceback" not in err
+    assert "failed: ODESolverError" in (root / "ode" / "version_0" / "summary.json").read_text()
+
+
 @pytest.mark.slow
 def test_disk_full_while_checkpointing(root, capsys, monkeypatch):
     """The second epoch's checkpoint write fails with ENOSPC: exit 1, last.ckpt of epoch 1 intact."""
