@@ -46,3 +46,24 @@ def test_command_writes_figure(tmp_path, capsys):
     assert "reinit test acc" in capsys.readouterr().out
     with pytest.raises(ValueError, match="not a lottery run folder"):
         report.read_run(tmp_path)
+
+
+def test_sweep_figure_groups_trials_by_control_and_averages_seeds(tmp_path, monkeypatch):
+    from lit_papers.lottery import LotteryTicketModule
+
+    calls = {}
+    real = report.rounds_figure
+    monkeypatch.setattr(report, "rounds_figure", lambda groups, title="": calls.setdefault("g", groups)
+                        and real(groups, title))
+
+    def trial(name, control, accs):
+        params = {"seed_everything": name, "model.init_args.control": control, "model.init_args.prune_rate": 0.2}
+        return {"params": params, "folder": write_run(tmp_path / f"{control}{name}", accs, [500, 300])}
+
+    trials = [trial(0, "ticket", [0.9, 0.95]), trial(1, "ticket", [0.92, 0.97]), trial(0, "reinit", [0.9, 0.8]),
+              {"params": {"model.init_args.control": "reinit"}, "folder": tmp_path}]  # a failed trial: skipped
+    fig = LotteryTicketModule.sweep_figure(trials)
+    assert fig is not None
+    groups = calls["g"]
+    assert sorted(groups) == ["reinit", "ticket"] and len(groups["ticket"]) == 2 and len(groups["reinit"]) == 1
+    assert report.aggregate(groups["ticket"], "es_test_acc")[1][1] == pytest.approx(0.96)

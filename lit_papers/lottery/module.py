@@ -63,6 +63,13 @@ class LotteryTicketModule(ClassifierModule):
     checkpoint_monitor = ("val/loss", "min")  # resume from last.ckpt; "best" is only a lowest-loss copy
     test_after_fit = False  # test accuracy is measured per level, at the early-stopping iteration
 
+    @staticmethod
+    def sweep_figure(trials: list[dict]):
+        """Aggregate figure of an offline sweep (`python -m lit_papers sweep sweeps/lottery.yaml`)."""
+        from .report import sweep_figure
+
+        return sweep_figure(trials)
+
     def __init__(self, arch: str = "lenet300_100", arch_kwargs: Optional[dict] = None,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
                  optimizer: str = "adam", lr: float = 1.2e-3, momentum: float = 0.9,

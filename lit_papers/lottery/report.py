@@ -61,7 +61,7 @@ def rounds_figure(groups: dict[str, list[list[dict]]], title: str = ""):
     fig, (ax_acc, ax_it) = plt.subplots(1, 2, figsize=(10.5, 3.8))
     ticks: list[float] = []
     for label, histories in groups.items():
-        color = COLORS.get(label)
+        color = COLORS.get(label.split(" ")[0]) if " p=" not in label else None
         for ax, key, scale in ((ax_acc, "es_test_acc", 100.0), (ax_it, "es_iteration", 1.0)):
             rows = aggregate(histories, key)
             xs = [r[0] for r in rows]
@@ -84,6 +84,23 @@ def rounds_figure(groups: dict[str, list[list[dict]]], title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def sweep_figure(trials: list[dict]):
+    """The rounds figure of a sweep's finished trials, grouped by control (and pruning rate when
+    the sweep varies it), each group averaged over its seeds."""
+    rates = {t["params"]["model.init_args.prune_rate"] for t in trials if "model.init_args.prune_rate" in t["params"]}
+    groups: dict[str, list[list[dict]]] = {}
+    for t in trials:
+        label = str(t["params"].get("model.init_args.control", "ticket"))
+        if len(rates) > 1:
+            label += f" p={t['params'].get('model.init_args.prune_rate')}"
+        try:
+            groups.setdefault(label, []).append(read_run(t["folder"]))
+        except ValueError:
+            continue  # a trial without lottery rows (failed early) does not enter the figure
+    groups = {k: v for k, v in sorted(groups.items()) if v}
+    return rounds_figure(groups, title="IMP sweep: mean ± std over seeds") if groups else None
 
 
 def markdown_table(groups: dict[str, list[list[dict]]]) -> str:
