@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Optional
 
@@ -14,8 +13,9 @@ from lit_papers.core.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_
 
 from .cnf import CNF, NOISES, TRACES, TimeConcatMLP
 from .cnf_figures import density_figure
-from .odeblock import get_solver, translate_solver_error
+from .odeblock import get_solver
 from .planar import PlanarField
+from .step_logging import ODEStepLogging
 
 # Methods as data: vector fields by name, each built from (dim, hidden, width).
 FIELDS = {
@@ -24,7 +24,7 @@ FIELDS = {
 }
 
 
-class CNFModule(L.LightningModule):
+class CNFModule(ODEStepLogging, L.LightningModule):
     """A CNF fit by maximum likelihood, log p(x) by the instantaneous change of variables.
 
     Args:
@@ -67,7 +67,6 @@ class CNFModule(L.LightningModule):
         self.flow: Optional[CNF] = None
         if dim is not None:
             self.flow = self.build_flow()
-        self._step_start = 0.0
 
     def build_flow(self) -> CNF:
         hp = self.hparams
@@ -92,24 +91,14 @@ class CNFModule(L.LightningModule):
         return self.flow.log_prob(x)
 
     # -- steps -------------------------------------------------------------------------------
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        self._step_start = time.perf_counter()
-
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         nll = -self(batch[0]).mean()
         self.log("train/nll", nll, prog_bar=True)
         self.log("node/nfe_forward", float(self.flow.block.nfe_forward), prog_bar=True)
         return nll
 
-    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
-        try:
-            super().backward(loss, *args, **kwargs)
-        except AssertionError as err:
-            raise translate_solver_error(err) from err
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.log("node/step_time_ms", (time.perf_counter() - self._step_start) * 1e3)
-        self.log("node/nfe_backward", float(self.flow.block.nfe_backward), prog_bar=True)
+    def solver_block(self):
+        return self.flow.block
 
     def log_prob_outside_inference_mode(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) where Lightning evaluates under inference mode: the trace needs autograd."""

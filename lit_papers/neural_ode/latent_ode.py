@@ -9,7 +9,6 @@ KL(q(z0) || N(0, I)). Unobserved points never enter the encoder or the likelihoo
 from __future__ import annotations
 
 import math
-import time
 
 import lightning as L
 import torch
@@ -18,7 +17,8 @@ from torch import nn
 from lit_papers.core import save_figure
 from lit_papers.core.optim import build_optimizer
 
-from .odeblock import ODEBlock, translate_solver_error
+from .odeblock import ODEBlock
+from .step_logging import ODEStepLogging
 
 
 class LatentDynamics(nn.Module):
@@ -86,7 +86,7 @@ def elbo(x, mask, recon, mean, logvar, noise_std: float) -> torch.Tensor:
     return log_lik - kl
 
 
-class LatentODEModule(L.LightningModule):
+class LatentODEModule(ODEStepLogging, L.LightningModule):
     """Latent ODE trained on the ELBO; reports RMSE of the decoded mean trajectory.
 
     Args:
@@ -110,13 +110,11 @@ class LatentODEModule(L.LightningModule):
         self.save_hyperparameters()
         self.model = LatentODE(2, latent, rnn_hidden, hidden, method=method, rtol=rtol, atol=atol,
                                step_size=step_size, adjoint=adjoint)
-        self._step_start = 0.0
 
     def _times(self) -> torch.Tensor:
         return self.trainer.datamodule.times.to(self.device)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        self._step_start = time.perf_counter()
         x, mask, _ = batch
         recon, mean, logvar = self.model(x, mask, self._times())
         loss = -elbo(x, mask, recon, mean, logvar, self.hparams.noise_std).mean()
@@ -124,15 +122,8 @@ class LatentODEModule(L.LightningModule):
         self.log("node/nfe_forward", float(self.model.block.nfe_forward))
         return loss
 
-    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
-        try:
-            super().backward(loss, *args, **kwargs)
-        except AssertionError as err:
-            raise translate_solver_error(err) from err
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.log("node/nfe_backward", float(self.model.block.nfe_backward))
-        self.log("node/step_time_ms", (time.perf_counter() - self._step_start) * 1e3)
+    def solver_block(self):
+        return self.model.block
 
     def _eval(self, batch, split: str) -> None:
         x, mask, clean = batch

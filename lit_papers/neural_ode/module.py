@@ -14,10 +14,11 @@ from lit_papers.core import ClassifierModule, save_figure
 
 from .classifiers import VARIANTS, build_classifier, count_parameters
 from .figures import nfe_tolerance_figure, nfe_training_figure
-from .odeblock import get_solver, solver_settings, translate_solver_error
+from .odeblock import get_solver, solver_settings
+from .step_logging import ODEStepLogging
 
 
-class NeuralODEModule(ClassifierModule):
+class NeuralODEModule(ODEStepLogging, ClassifierModule):
     """ODE-Net, RK-Net, ResNet or MLP on images, with the ODE solver's NFE logged every step.
 
     Args:
@@ -53,7 +54,6 @@ class NeuralODEModule(ClassifierModule):
                          weight_decay=weight_decay, nesterov=nesterov, lr_schedule=lr_schedule,
                          milestones=milestones, gamma=gamma)
         self.nfe_history: dict[str, list[float]] = {"step": [], "nfe_forward": [], "nfe_backward": []}
-        self._step_start = 0.0
 
     def build_network(self) -> nn.Module:
         hp = self.hparams
@@ -77,33 +77,19 @@ class NeuralODEModule(ClassifierModule):
         for logger in self.loggers:
             logger.log_metrics({"node/params": float(count_parameters(self.net))}, step=0)
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        self._step_start = time.perf_counter()
-
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = super().training_step(batch, batch_idx)
         if self.ode_block is not None:
             self.log("node/nfe_forward", float(self.ode_block.nfe_forward), prog_bar=True)
         return loss
 
-    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
-        # The adjoint's backward solve can also fail on a stiff field: explain it the same way.
-        try:
-            super().backward(loss, *args, **kwargs)
-        except AssertionError as err:
-            raise translate_solver_error(err) from err
+    def solver_block(self):
+        return self.ode_block
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.log("node/peak_mem_mb", torch.cuda.max_memory_allocated(self.device) / 2**20)
-        self.log("node/step_time_ms", (time.perf_counter() - self._step_start) * 1e3)
+        super().on_train_batch_end(outputs, batch, batch_idx)
         block = self.ode_block
         if block is not None:
-            # After backward, the counter holds the adjoint solve's evaluations only.
-            self.log("node/nfe_backward", float(block.nfe_backward), prog_bar=True)
             self.nfe_history["step"].append(self.global_step)
             self.nfe_history["nfe_forward"].append(block.nfe_forward)
             self.nfe_history["nfe_backward"].append(block.nfe_backward)
