@@ -133,3 +133,11 @@ def test_save_figure_accepts_module_or_trainer(run_cli, monkeypatch):
     assert saved == [folder / "figures" / "from_module.png", folder / "figures" / "from_trainer.png"]
     assert all(p.is_file() for p in saved)
     assert save_figure(ClassifierModule(), plt.figure(), "detached") is None
+
+
+@pytest.mark.parametrize("subcommand, key", [("validate", "val/acc"), ("test", "test/acc")])
+def test_evaluation_only_runs_write_a_summary(run_cli, subcommand, key):
+    folder = run_cli([subcommand, "--config", "configs/classifier.yaml", "--trainer.limit_val_batches=1",
+                      "--trainer.limit_test_batches=1", "--trainer.accelerator=cpu"])
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "finished" and 0.0 <= summary["final"][key] <= 1.0

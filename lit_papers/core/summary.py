@@ -90,6 +90,8 @@ class RunArtifacts(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self._update_best(trainer)
+        if trainer.state.fn == "validate":  # a `validate` run has no fit end: record it now
+            self._evaluation_written(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._update_best(trainer)
@@ -102,7 +104,15 @@ class RunArtifacts(Callback):
         self._plot_learning_curve(trainer)
 
     def on_test_end(self, trainer, pl_module) -> None:
-        self._write(trainer, pl_module, status=None)
+        self._evaluation_written(trainer, pl_module)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self._evaluation_written(trainer, pl_module)
+
+    def _evaluation_written(self, trainer, pl_module) -> None:
+        # After a fit, an evaluation only adds metrics; a run that only evaluates is finished by it.
+        status = None if self._read(trainer).get("status") else "finished"
+        self._write(trainer, pl_module, status=status)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._started = True
