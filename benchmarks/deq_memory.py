@@ -19,7 +19,6 @@ import multiprocessing as mp
 import resource
 import statistics
 import sys
-import time
 
 
 def build(kind: str, depth: int, args):
@@ -52,15 +51,13 @@ def saved_bytes(net, x) -> int:
 def measure(kind: str, depth: int, args, queue) -> None:
     """Run in a child process: time `args.steps` training steps and record the peak memory."""
     import torch
-    import torch.nn.functional as F
+    from training_child import synthetic_step, timed
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    net = build(kind, depth, args).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    x = torch.randn(args.batch, 1, 28, 28, device=device)
-    y = torch.randint(0, 10, (args.batch,), device=device)
+    net = build(kind, depth, args)
+    step, x = synthetic_step(net, args, "adam")
     saved = saved_bytes(net, x)
     cuda = device.type == "cuda"
     if cuda:
@@ -69,16 +66,7 @@ def measure(kind: str, depth: int, args, queue) -> None:
         base = torch.cuda.memory_allocated()
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    times, cpu_times = [], []
-    for _ in range(args.steps + 1):  # the first step is a warm-up
-        start, cpu_start = time.perf_counter(), time.process_time()
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
+    times, cpu_times = timed(step, args.steps + 1, device)  # the first step is a warm-up
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     queue.put({"kind": kind, "depth": depth, "saved_mib": saved / 2**20, "peak_mib": (peak - base) / 2**20,
                "step_ms": 1e3 * statistics.median(times[1:]),

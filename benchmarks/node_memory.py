@@ -26,7 +26,6 @@ import json
 import multiprocessing as mp
 import resource
 import statistics
-import time
 
 
 class LiveSavedBytes:
@@ -87,33 +86,19 @@ def build(kind: str, T: float, args):
 def measure(kind: str, T: float, args, queue) -> None:
     """Child process: time ``args.steps`` training steps, then one metered step."""
     import torch
-    import torch.nn.functional as F
+    from training_child import synthetic_step, timed
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    net = build(kind, T, args).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
-    x = torch.randn(args.batch, 1, 28, 28, device=device)
-    y = torch.randint(0, 10, (args.batch,), device=device)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
-
+    net = build(kind, T, args)
+    step, _ = synthetic_step(net, args, "sgd")
     step()  # warm-up: allocator pools and lazy inits
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+    times, _ = timed(step, args.steps, device)
     cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     rss_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     meter = LiveSavedBytes({p.untyped_storage().data_ptr() for p in net.parameters()})
