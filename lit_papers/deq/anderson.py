@@ -8,13 +8,14 @@ from torch import Tensor
 from .solvers import SOLVERS, Fn, ResidualTracker, SolverResult, flat_fn
 
 
-def mixing_weights(G: Tensor, lam: float) -> tuple[Tensor, Tensor]:
+def mixing_weights(G: Tensor, lam: float, newest: int = -1) -> tuple[Tensor, Tensor]:
     """Weights alpha (B, n) minimising ||sum_i alpha_i G_i|| subject to sum_i alpha_i = 1.
 
-    G: (B, n, D) past residuals. Solves the bordered system [[0, 1^T], [1, G G^T + lam I]] per
-    sample (lam relative to the mean squared residual). Returns (alpha, fell_back): `fell_back` (B,)
-    marks samples whose system was singular at the requested lam; they are retried with a larger
-    ridge and, if still singular, get weight 1 on the newest iterate (a plain iteration step).
+    G: (B, n, D) past residuals, in any order; `newest` is the row of the latest one. Solves the
+    bordered system [[0, 1^T], [1, G G^T + lam I]] per sample (lam relative to the mean squared
+    residual). Returns (alpha, fell_back): `fell_back` (B,) marks samples whose system was singular
+    at the requested lam; they are retried with a larger ridge and, if still singular, get weight 1
+    on the newest iterate (a plain iteration step).
     """
     batch, n, _ = G.shape
     GG = G @ G.transpose(1, 2)  # (B, n, n)
@@ -35,9 +36,9 @@ def mixing_weights(G: Tensor, lam: float) -> tuple[Tensor, Tensor]:
         first_failed = failed if first_failed is None else first_failed
         if not failed.any():
             return alpha, first_failed
-    newest = torch.zeros_like(alpha)
-    newest[:, -1] = 1.0
-    return torch.where(failed[:, None], newest, alpha), first_failed
+    plain_step = torch.zeros_like(alpha)
+    plain_step[:, newest] = 1.0
+    return torch.where(failed[:, None], plain_step, alpha), first_failed
 
 
 @SOLVERS.register("anderson")
@@ -65,12 +66,14 @@ def anderson(f: Fn, z0: Tensor, max_iter: int = 50, tol: float = 1e-3, stop_mode
             break
         track.step()
         n = min(k, m)
-        # Order the ring buffer oldest -> newest so "newest" in mixing_weights is the last row.
-        order = [(k - n + i) % m for i in range(n)]
-        Xn, Fn_ = X[:, order], F[:, order]  # (B, n, D)
-        alpha, failed = mixing_weights(Fn_ - Xn, lam)
+        # Slots 0..n-1 hold the last n iterates (a ring buffer once full). The weights do not depend
+        # on the rows' order, so the buffers are read as views, not gathered into a copy each step.
+        Xn, Fn_ = X[:, :n], F[:, :n]  # (B, n, D)
+        alpha, failed = mixing_weights(Fn_ - Xn, lam, newest=(k - 1) % m)
         track.fallbacks += int((failed & track.active).sum())
-        mixed = beta * (alpha[:, None] @ Fn_) + (1 - beta) * (alpha[:, None] @ Xn)  # (B, 1, D)
+        mixed = alpha[:, None] @ Fn_  # (B, 1, D)
+        if beta != 1.0:  # damped mixing; the undamped step needs no product with the iterates
+            mixed = beta * mixed + (1 - beta) * (alpha[:, None] @ Xn)
         z = torch.where(track.active[:, None], mixed[:, 0], z)
         g = track.update(z, fn(z))
         X[:, k % m], F[:, k % m] = z, z + g

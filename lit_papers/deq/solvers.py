@@ -67,11 +67,13 @@ class ResidualTracker:
         self.fallbacks = 0
 
     def update(self, z: Tensor, fz: Tensor) -> Tensor:
-        """Record iterate z (B, D) with f(z) = fz; return g = fz - z (zeroed where not finite)."""
+        """Record iterate z (B, D) with f(z) = fz; return g = fz - z (rows zeroed where not finite, or
+        so large that their norm overflows: such a sample is frozen as diverged either way)."""
         self.nfe += 1
         g = fz - z
-        finite = torch.isfinite(g).all(dim=1)
-        abs_res = torch.where(finite, g.norm(dim=1), torch.full_like(self.best_abs, float("inf")))
+        abs_res = g.norm(dim=1)
+        finite = torch.isfinite(abs_res)  # a non-finite entry of g makes its norm non-finite
+        abs_res = torch.where(finite, abs_res, torch.full_like(self.best_abs, float("inf")))
         rel_res = abs_res / (fz.norm(dim=1) + 1e-12)
         rel_res = torch.where(finite, rel_res, torch.full_like(rel_res, float("inf")))
         stop_res = rel_res if self.stop_mode == "rel" else abs_res
