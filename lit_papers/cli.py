@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -20,6 +21,7 @@ import lit_papers.modules  # noqa: F401  (registers every module and datamodule 
 from lit_papers.core import run_folder
 from lit_papers.core.errors import RunFailed, UsageError
 from lit_papers.core.guards import NonFiniteGuard
+from lit_papers.core.last_checkpoint import LastCheckpoint
 from lit_papers.core.preemption import Preemption
 from lit_papers.core.rng_state import RngState
 from lit_papers.core.summary import RunArtifacts
@@ -47,6 +49,8 @@ class LitPapersCLI(LightningCLI):
                                  "credentials, offline without).")
         parser.add_argument("--test_after_fit", type=Optional[bool], default=None,
                             help="Test the best checkpoint after fit (default: the module's choice).")
+        parser.add_argument("--checkpoint_every_n_epochs", type=PositiveInt, default=1,
+                            help="Refresh checkpoints/last.ckpt every N epochs (and at the end of fit).")
 
     # -- run folder + loggers + default callbacks ----------------------------------------------
     def _experiment_name(self, cfg) -> str:
@@ -118,8 +122,7 @@ class LitPapersCLI(LightningCLI):
                                              mode=mode, save_top_k=1, auto_insert_metric_name=False))
             # A second checkpoint for `last.ckpt`: Lightning's save_last only refreshes it when the best
             # checkpoint changes, which would resume from a stale epoch.
-            extra.append(ModelCheckpoint(dirpath=ckpts, filename="last", monitor=None, save_top_k=1,
-                                         enable_version_counter=False))
+            extra.append(LastCheckpoint(ckpts, every_n_epochs=cfg.get("checkpoint_every_n_epochs", 1)))
         return super()._instantiate_trainer(config, list(callbacks) + extra)
 
     def after_fit(self) -> None:

@@ -42,6 +42,9 @@ class ChunkedClassifierModule(ClassifierModule):
     Logs `train/loss` once per call (mean of its steps) and `train/acc` per epoch.
     """
 
+    #: the module to name when DDP is asked for (one network per run, Lightning's own steps)
+    ddp_alternative = "ClassifierModule"
+
     def __init__(self, arch: str = "lenet300_100", arch_kwargs: Optional[dict] = None,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
                  optimizer: str = "adam", lr: float = 1.2e-3, momentum: float = 0.9,
@@ -112,7 +115,7 @@ class ChunkedClassifierModule(ClassifierModule):
         hp, trainer = self.hparams, self.trainer
         if trainer.world_size > 1:
             raise ValueError(f"{type(self).__name__} trains on one device (several backward passes per "
-                             "training_step); use ClassifierModule under DDP")
+                             f"training_step); use {self.ddp_alternative} under DDP")
         if str(trainer.precision) not in ("32-true", "32"):
             raise ValueError(f"{type(self).__name__} steps the optimizer itself and needs "
                              f"trainer.precision=32-true, got {trainer.precision}")
@@ -142,11 +145,14 @@ class ChunkedClassifierModule(ClassifierModule):
             x, y = x[None], y[None]
         opt, sched = self.optimizers(), self.lr_schedulers()
         call = self._zeroed("call")
+        steps = 0
         for s in range(x.shape[0]):  # x: (S, B, ...)
             self._optimizer_step(opt, x[s], y[s], call)
             if sched is not None:
                 sched.step()
-        steps = x.shape[0]
+            steps += 1
+            if not self.after_step_host():
+                break
         epoch = self._sums.setdefault("train", [torch.zeros_like(call[0]), torch.zeros_like(call[1]), 0, 0])
         epoch[0] += call[0]
         epoch[1] += call[1]
@@ -188,6 +194,12 @@ class ChunkedClassifierModule(ClassifierModule):
         raw.step()
         self.after_optimizer_step()
         opt._on_after_step()
+
+    def after_step_host(self) -> bool:
+        """Runs on the host after every optimizer step of a call (outside any captured graph), with
+        `global_step` already counting it; return False to skip the call's remaining minibatches
+        (e.g. the run's last step came before the end of the chunk)."""
+        return True
 
     def before_optimizer_step(self) -> None:
         """Runs between backward and the optimizer step, inside a captured step too (tensor ops

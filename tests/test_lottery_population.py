@@ -1,0 +1,113 @@
+"""The lottery study as one population: member (control, seed) is LotteryTicketModule's run of
+that control and seed, and the controls take their masks from their seed's ticket."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from lit_papers.data import VisionDataModule
+from lit_papers.lottery import LotteryTicketModule
+from lit_papers.lottery.population import LotteryPopulationModule
+
+SHAPES = dict(num_classes=10, input_shape=(1, 28, 28), optimizer="adam", lr=2e-3)
+LEVELS = dict(rounds=2, round_steps=20, prune_rate=0.3)
+ROW_KEYS = ("percent_remaining", "es_iteration", "es_test_acc", "final_test_acc", "es_val_loss")
+
+
+def _fit(model, **trainer_kw) -> L.Trainer:
+    dm = VisionDataModule(dataset="mnist5k", batch_size=60, val_size=200, train_subset=480, eval_batch_size=200)
+    trainer = L.Trainer(accelerator=trainer_kw.pop("accelerator", "cpu"), devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, **trainer_kw)
+    trainer.fit(model, datamodule=dm)
+    return trainer
+
+
+def _single(seed: int, control: str, **kw) -> tuple[LotteryTicketModule, L.Trainer]:
+    torch.manual_seed(seed)
+    model = LotteryTicketModule(control=control, control_seed=seed, **SHAPES, **LEVELS, **kw)
+    return model, _fit(model, val_check_interval=10, check_val_every_n_epoch=None)
+
+
+def _assert_rows_match(population_rows, single_rows):
+    assert len(population_rows) == len(single_rows) == LEVELS["rounds"] + 1
+    for mine, theirs in zip(population_rows, single_rows):
+        assert mine["kept"] == theirs["kept"]
+        for key in ROW_KEYS:
+            assert mine[key] == pytest.approx(theirs[key], abs=1e-3 if "acc" in key else 1e-4), key
+
+
+def test_members_equal_the_separate_ticket_and_control_runs(tmp_path):
+    """Weights, masks and per-level rows of every member equal the corresponding single run: the
+    ticket of seed s, reinit with the ticket's masks (mask_source), random pruning with its counts."""
+    seed = 5
+    pop = LotteryPopulationModule(seeds=[seed], eval_every=10, steps_per_call=3, **SHAPES, **LEVELS)
+    _fit(pop)
+    assert pop.member_controls == ["ticket", "reinit", "random_prune"]
+
+    ticket, t_trainer = _single(seed, "ticket")
+    t_trainer.save_checkpoint(tmp_path / "ticket.ckpt")  # the controls' mask_source
+    reinit, _ = _single(seed, "reinit", mask_source=str(tmp_path / "ticket.ckpt"))
+    random_prune, _ = _single(seed, "random_prune")  # layerwise counts = the ticket's counts
+
+    masks = pop.masks()
+    for k, single in enumerate((ticket, reinit, random_prune)):
+        _assert_rows_match(pop.histories[k], single.history)
+        member = pop.member_state_dict(k)
+        for name, value in single.net.state_dict().items():
+            torch.testing.assert_close(member[name], value, atol=2e-5, rtol=1e-4)
+        for name, mask in single.masks.items():
+            assert torch.equal(masks[name][k], mask), f"member {k} mask {name}"
+    # the paper's controls: reinit shares the ticket's masks, random pruning only its counts
+    for name in masks:
+        assert torch.equal(masks[name][1], masks[name][0])
+        assert int(masks[name][2].sum()) == int(masks[name][0].sum())
+        assert not torch.equal(masks[name][2], masks[name][0])
+
+
+def test_pruned_weights_stay_zero_and_reinit_members_get_fresh_weights():
+    pop = LotteryPopulationModule(seeds=[0, 1], controls=["ticket", "reinit"], eval_every=10,
+                                  steps_per_call=4, **SHAPES, **LEVELS)
+    theta0 = {n: p.detach().clone() for n, p in pop.net.member_params().items()}
+    _fit(pop)
+    params, masks = pop.net.member_params(), pop.masks()
+    for name, mask in masks.items():
+        assert torch.all(params[name][~mask] == 0.0)
+        assert pop.densities()[0] < 0.6  # two rounds at 30 %
+    # level 0 is dense for every member: tickets and reinit controls of one seed train identically
+    for row_ticket, row_reinit in ((pop.histories[0][0], pop.histories[2][0]),
+                                   (pop.histories[1][0], pop.histories[3][0])):
+        assert row_ticket == row_reinit
+    # members differ by seed; after the first round the reinit member no longer starts from theta_0
+    assert not torch.equal(theta0["layers.1.weight"][0], theta0["layers.1.weight"][1])
+    assert pop.histories[0][1]["es_test_loss"] != pop.histories[2][1]["es_test_loss"]
+
+
+def test_bad_study_settings():
+    with pytest.raises(ValueError, match="controls must be distinct names"):
+        LotteryPopulationModule(controls=["ticket", "reinit", "ticket"], **SHAPES)
+    with pytest.raises(ValueError, match="controls must be distinct names"):
+        LotteryPopulationModule(controls=["lucky"], **SHAPES)
+    with pytest.raises(ValueError, match="seeds must be"):
+        LotteryPopulationModule(seeds=[], **SHAPES)
+    with pytest.raises(ValueError, match="eval_every=30 must divide"):
+        LotteryPopulationModule(eval_every=30, round_steps=100, **SHAPES)
+    with pytest.raises(ValueError, match="max_steps=7 conflicts"):
+        _fit(LotteryPopulationModule(seeds=[0], eval_every=10, **SHAPES, **LEVELS), max_steps=7)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_captured_study_equals_eager_study_on_the_gpu():
+    runs = {}
+    for mode in ("none", "cuda_graph"):
+        model = LotteryPopulationModule(seeds=[0, 1], eval_every=10, steps_per_call=5, step_capture=mode,
+                                        **SHAPES, **LEVELS)
+        _fit(model, accelerator="gpu")
+        runs[mode] = model
+    eager, captured = runs["none"], runs["cuda_graph"]
+    for k in range(eager.num_members):
+        _assert_rows_match(captured.histories[k], eager.histories[k])
+    for name, value in eager.net.member_params().items():
+        torch.testing.assert_close(captured.net.member_params()[name], value, atol=1e-4, rtol=1e-3)
