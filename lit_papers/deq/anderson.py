@@ -70,7 +70,7 @@ def anderson(f: Fn, z0: Tensor, max_iter: int = 50, tol: float = 1e-3, stop_mode
         # on the rows' order, so the buffers are read as views, not gathered into a copy each step.
         Xn, Fn_ = X[:, :n], F[:, :n]  # (B, n, D)
         alpha, failed = mixing_weights(Fn_ - Xn, lam, newest=(k - 1) % m)
-        track.fallbacks += int((failed & track.active).sum())
+        track.fallbacks += (failed & track.active).sum()
         mixed = alpha[:, None] @ Fn_  # (B, 1, D)
         if beta != 1.0:  # damped mixing; the undamped step needs no product with the iterates
             mixed = beta * mixed + (1 - beta) * (alpha[:, None] @ Xn)

@@ -43,7 +43,7 @@ def broyden(f: Fn, z0: Tensor, max_iter: int = 50, tol: float = 1e-3, stop_mode:
         vT = -dz + (V @ (U.transpose(1, 2) @ dz[:, :, None]))[:, :, 0]  # dz^T Binv, (B, D)
         scale = dz.norm(dim=1) * binv_dg.norm(dim=1)
         ok = active[:, 0] & (den.abs() > 1e-10 * scale) & torch.isfinite(den)
-        track.fallbacks += int((active[:, 0] & ~ok).sum())
+        track.fallbacks += (active[:, 0] & ~ok).sum()
         u = torch.where(ok[:, None], (dz - binv_dg) / torch.where(ok, den, 1.0)[:, None], 0.0)
         U[:, :, k % memory] = u
         V[:, :, k % memory] = torch.where(ok[:, None], vT, 0.0)

@@ -64,7 +64,7 @@ class ResidualTracker:
         self.nstep = torch.zeros(batch, dtype=torch.long, device=z0.device)
         self.trace: list[Tensor] = []
         self.nfe = 0
-        self.fallbacks = 0
+        self.fallbacks: int | Tensor = 0  # summed on the device, no host sync per iteration
 
     def update(self, z: Tensor, fz: Tensor) -> Tensor:
         """Record iterate z (B, D) with f(z) = fz; return g = fz - z (rows zeroed where not finite, or
@@ -105,7 +105,7 @@ class ResidualTracker:
         return SolverResult(
             z=self.best_z.reshape(shape), abs_residual=self.best_abs, rel_residual=self.best_rel,
             nstep=self.nstep, converged=self.converged.clone(), diverged=self.diverged.clone(),
-            nfe=self.nfe, fallbacks=self.fallbacks, trace=torch.stack(self.trace),
+            nfe=self.nfe, fallbacks=int(self.fallbacks), trace=torch.stack(self.trace),
         )
 
 
