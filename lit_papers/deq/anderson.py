@@ -28,8 +28,8 @@ def mixing_weights(G: Tensor, lam: float, newest: int = -1) -> tuple[Tensor, Ten
     # average as residuals shrink; the second try, with a much larger ridge, cures a singular system.
     scale = GG.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(G.dtype).tiny)[:, None, None]
     first_failed = None
-    for ridge in (lam * scale * eye, (lam + 1e-2) * scale * eye):
-        H[:, 1:, 1:] = GG + ridge
+    for ridge_lam in (lam, lam + 1e-2):
+        H[:, 1:, 1:] = GG + ridge_lam * scale * eye
         sol, info = torch.linalg.solve_ex(H, rhs)
         alpha = sol[:, 1:, 0]  # (B, n)
         failed = (info != 0) | ~torch.isfinite(alpha).all(dim=1)
@@ -76,5 +76,6 @@ def anderson(f: Fn, z0: Tensor, max_iter: int = 50, tol: float = 1e-3, stop_mode
             mixed = beta * mixed + (1 - beta) * (alpha[:, None] @ Xn)
         z = torch.where(track.active[:, None], mixed[:, 0], z)
         g = track.update(z, fn(z))
-        X[:, k % m], F[:, k % m] = z, z + g
+        X[:, k % m] = z
+        torch.add(z, g, out=F[:, k % m])
     return track.result(shape)

@@ -73,9 +73,8 @@ class ResidualTracker:
         g = fz - z
         abs_res = g.norm(dim=1)
         finite = torch.isfinite(abs_res)  # a non-finite entry of g makes its norm non-finite
-        abs_res = torch.where(finite, abs_res, torch.full_like(self.best_abs, float("inf")))
-        rel_res = abs_res / (fz.norm(dim=1) + 1e-12)
-        rel_res = torch.where(finite, rel_res, torch.full_like(rel_res, float("inf")))
+        abs_res = torch.where(finite, abs_res, float("inf"))
+        rel_res = torch.where(finite, abs_res / (fz.norm(dim=1) + 1e-12), float("inf"))
         stop_res = rel_res if self.stop_mode == "rel" else abs_res
         if self.first is None:
             self.first = abs_res.clamp_min(1e-12)
@@ -84,7 +83,7 @@ class ResidualTracker:
         self.best_z = torch.where(better[:, None], z, self.best_z)
         self.best_abs = torch.where(better, abs_res, self.best_abs)
         self.best_rel = torch.where(better, rel_res, self.best_rel)
-        self.trace.append(torch.where(self.active, stop_res, torch.full_like(stop_res, float("nan"))))
+        self.trace.append(torch.where(self.active, stop_res, float("nan")))
         newly_conv = self.active & (stop_res <= self.tol)
         # Divergence is judged on the absolute residual: the relative one is meaningless when
         # f(z) passes near 0 (e.g. an oscillating iteration).
@@ -92,7 +91,7 @@ class ResidualTracker:
         self.converged |= newly_conv
         self.diverged |= newly_div & ~newly_conv
         self.active &= ~(newly_conv | newly_div)
-        return torch.where(finite[:, None], g, torch.zeros_like(g))
+        return torch.where(finite[:, None], g, 0.0)
 
     def step(self) -> None:
         """Count one more iteration for every still-active sample."""
