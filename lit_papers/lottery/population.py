@@ -59,12 +59,6 @@ class LotteryPopulationModule(PopulationModule):
     test_after_fit = False  # test accuracy is measured per level, at each member's early stop
     ddp_alternative = "LotteryTicketModule (one network per run, sweeps/lottery.yaml for the study)"
 
-    @staticmethod
-    def sweep_figure(trials: list[dict]):
-        from .report import sweep_figure
-
-        return sweep_figure(trials)
-
     def __init__(self, arch: str = "lenet300_100", arch_kwargs: Optional[dict] = None,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
                  optimizer: str = "adam", lr: float = 1.2e-3, momentum: float = 0.9,
