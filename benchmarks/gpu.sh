@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu.sh                    # writes benchmarks/results/<gpu>.{json,md} (+ $OUT)
 #
 # Needs torch and lightning only. With the wheels of benchmarks/wheels.sh unpacked on PYTHONPATH
-# (jsonargparse, mlxtend, ...) it also runs the population config through the CLI.
+# (jsonargparse, mlxtend, ...) it also runs the population config through the CLI, and the suite's
+# `torchdeq` row (our DEQ step vs the torchdeq package) runs instead of being skipped.
 set -u
 cd "$(dirname "$0")/.."
 export WANDB_MODE=disabled PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4

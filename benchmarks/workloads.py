@@ -20,7 +20,7 @@ from lit_papers.core.step_capture import StepChunks
 from lit_papers.data.device_loader import DeviceBatches
 
 WORKLOADS = Registry("workload")
-ORDER = ("classifier", "chunked", "population", "odenet", "deq", "compile")  # default run order
+ORDER = ("classifier", "chunked", "population", "odenet", "deq", "compile", "torchdeq")  # default run order
 SHAPES = dict(arch="lenet300_100", num_classes=10, input_shape=(1, 28, 28), optimizer="adam", lr=1.2e-3)
 #: the LeNet lottery study of Frankle & Carbin at paper scale: 3 controls x 5 seeds train side by
 #: side, 20 pruning rounds one after another, 50K iterations each
@@ -93,12 +93,12 @@ def _peak(fn):
     return out, (round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None)
 
 
-def _row(what, project_s, plain_s, target=None, kind="ratio", per=""):
+def _row(what, project_s, plain_s, target=None, kind="ratio", per="", unit="s"):
     """kind=ratio: project/plain (<= target); kind=speedup: plain/project (>= target)."""
     figure = project_s / plain_s if kind == "ratio" else plain_s / project_s
     met = None if target is None else (figure <= target if kind == "ratio" else figure >= target)
     sign = "<=" if kind == "ratio" else ">="
-    return {"what": what, "project": f"{project_s:.4g} s{per}", "plain": f"{plain_s:.4g} s{per}",
+    return {"what": what, "project": f"{project_s:.4g} {unit}{per}", "plain": f"{plain_s:.4g} {unit}{per}",
             "figure": f"{figure:.2f}x" if kind == "ratio" else f"speed-up {figure:.2f}x", "value": figure,
             "target": "" if target is None else f"{sign} {target}x", "met": met,
             "project_s": project_s, "plain_s": plain_s}
@@ -238,7 +238,7 @@ def odenet(setup: Setup) -> dict:
 def deq(setup: Setup) -> dict:
     """DEQModule (conv cell, Anderson forward, implicit backward by Anderson) vs its own network in a
     plain training loop from the same initialisation: the same solves, so the ratio is the module's
-    overhead. (The comparison with the torchdeq package is not here: it is not installed.)"""
+    overhead. (The torchdeq package's DEQ on the same cell is the `torchdeq` workload.)"""
     from lit_papers.deq import DEQModule
 
     batch = 128 if setup.cuda else 32
@@ -267,3 +267,27 @@ def deq(setup: Setup) -> dict:
     return {"rows": [_row(f"DEQ step, batch {batch}, Anderson fwd + implicit bwd", project_s / steps,
                           plain_s / steps, target=1.1, per="/step")],
             "peak_mib": {"project": project_mib, "plain": plain_mib}}
+
+
+@WORKLOADS.register("torchdeq")
+def torchdeq_deq(setup: Setup) -> dict:
+    """Our DEQ step vs the torchdeq package's on the same cell, weights, Anderson solves and implicit
+    backward (`deq_torchdeq.py`, which also checks that both give the same fixed point and gradients);
+    "plain" is torchdeq here. Skipped with a note where torchdeq is not installed (it is optional)."""
+    import deq_torchdeq
+
+    if not deq_torchdeq.available():
+        return {"rows": [], "note": f"skipped: {deq_torchdeq.MISSING}"}
+    batch = 128 if setup.cuda else 32
+    report = deq_torchdeq.compare(setup.x[:batch], setup.y[:batch], steps=20 if setup.cuda else 10)
+    ours, theirs = report["sides"]["ours"], report["sides"]["torchdeq"]
+    what = f"DEQ step vs torchdeq, batch {batch}, configs/deq.yaml cell"
+    rows = [_row(f"{what}, wall", ours["step_ms"] / 1e3, theirs["step_ms"] / 1e3, target=1.0, per="/step"),
+            _row(f"{what}, saved for backward", ours["saved_mib"], theirs["saved_mib"], target=1.0, unit="MiB")]
+    if ours["peak_mib"] is not None:
+        rows.append(_row(f"{what}, peak CUDA memory", ours["peak_mib"], theirs["peak_mib"], target=1.0, unit="MiB"))
+    check = report["agreement"]["converged"]
+    note = (f"forward/backward solver evaluations ours {ours['forward_nfe']:g}/{ours['backward_nfe']:g}, "
+            f"torchdeq {theirs['forward_nfe']:g}/{theirs['backward_nfe']:g}; converged float64 check: state "
+            f"{check['state']:.1e}, gradients {check['grad_max']:.1e} apart (relative)")
+    return {"rows": rows, "note": note, "torchdeq": report}
