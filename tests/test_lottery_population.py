@@ -16,8 +16,8 @@ LEVELS = dict(rounds=2, round_steps=20, prune_rate=0.3)
 ROW_KEYS = ("percent_remaining", "es_iteration", "es_test_acc", "final_test_acc", "es_val_loss")
 
 
-def _fit(model, **trainer_kw) -> L.Trainer:
-    dm = VisionDataModule(dataset="mnist5k", batch_size=60, val_size=200, train_subset=480, eval_batch_size=200)
+def _fit(model, dataset: str = "mnist5k", **trainer_kw) -> L.Trainer:
+    dm = VisionDataModule(dataset=dataset, batch_size=60, val_size=200, train_subset=480, eval_batch_size=200)
     trainer = L.Trainer(accelerator=trainer_kw.pop("accelerator", "cpu"), devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, **trainer_kw)
@@ -103,8 +103,8 @@ def test_captured_study_equals_eager_study_on_the_gpu():
     runs = {}
     for mode in ("none", "cuda_graph"):
         model = LotteryPopulationModule(seeds=[0, 1], eval_every=10, steps_per_call=5, step_capture=mode,
-                                        **SHAPES, **LEVELS)
-        _fit(model, accelerator="gpu")
+                                        **{**SHAPES, "input_shape": (1, 8, 8)}, **LEVELS)
+        _fit(model, dataset="digits", accelerator="gpu")  # scikit-learn's digits: no extra package needed
         runs[mode] = model
     eager, captured = runs["none"], runs["cuda_graph"]
     for k in range(eager.num_members):
