@@ -222,3 +222,25 @@ def test_masked_members_keep_pruned_weights_at_zero_and_follow_the_masked_loop()
     torch.testing.assert_close(fresh.member_state_dict(0), member0)
     with pytest.raises(ValueError, match="expected a"):
         fresh.set_member_masks({"layers.1.weight": torch.ones(300, 784, dtype=bool)})
+
+
+def test_ensemble_metrics_average_the_members_softmax():
+    """test/ensemble_{nll,acc} equal the averaged softmax of the members run one by one, and the
+    ensemble NLL is at most the members' mean NLL (Jensen)."""
+    pop = PopulationModule(population=3, member_seeds=[4, 5, 6], steps_per_call=2, **SHAPES)
+    trainer = _fit(pop, epochs=1)
+    trainer.test(pop, datamodule=trainer.datamodule, verbose=False)
+    x, y = (torch.cat(t) for t in zip(*trainer.datamodule.test_dataloader()))
+    probs = []
+    for k in range(3):
+        net = build_model("lenet300_100", (1, 28, 28), 10)
+        net.load_state_dict(pop.member_state_dict(k))
+        with torch.no_grad():
+            probs.append(net(x).softmax(-1))
+    p = torch.stack(probs).mean(0)
+    nll = -p.gather(1, y[:, None]).log().mean()
+    metrics = trainer.callback_metrics
+    assert float(metrics["test/ensemble_nll"]) == pytest.approx(float(nll), rel=1e-4)
+    assert float(metrics["test/ensemble_acc"]) == pytest.approx(float((p.argmax(-1) == y).float().mean()), abs=1e-6)
+    member_nll = [float(metrics[f"pop/{k}/test/loss"]) for k in range(3)]
+    assert float(metrics["test/ensemble_nll"]) <= sum(member_nll) / 3 + 1e-6

@@ -76,7 +76,10 @@ class ChunkedClassifierModule(ClassifierModule):
     def member_losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(K,) mean losses (differentiable) and (K,) correct counts on one minibatch; y is (B,), or
         (B, K) when every member has its own labels (MemberLabelsDataModule)."""
-        logits = self.member_logits(x)
+        return self.member_stats(self.member_logits(x), y)
+
+    def member_stats(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`member_losses` from logits (K, B, C) already computed."""
         if y.dim() == 2:
             y = y.T  # (K, B)
         # one member: plain cross-entropy (vmap costs host time the single-model loop does not pay)
@@ -237,13 +240,16 @@ class ChunkedClassifierModule(ClassifierModule):
             self._log_members("train", {"loss": sums[0] / sums[3], "acc": sums[1] / sums[2]}, ("acc",))
 
     # -- evaluation --------------------------------------------------------------------------
-    def _eval_step(self, stage: str, batch) -> None:
+    def _eval_step(self, stage: str, batch) -> torch.Tensor:
+        """Accumulates the members' evaluation sums; returns their logits (K, B, C)."""
         x, y = batch
-        losses, correct = self.member_losses(x, y)
+        logits = self.member_logits(x)
+        losses, correct = self.member_stats(logits, y)
         sums = self._sums.setdefault(stage, [torch.zeros_like(losses), torch.zeros_like(losses), 0])
         sums[0] += losses * len(y)
         sums[1] += correct
         sums[2] += len(y)
+        return logits
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step("val", batch)

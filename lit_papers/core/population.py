@@ -13,6 +13,7 @@ batched matmuls).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Optional
@@ -134,13 +135,18 @@ class PopulationModule(ChunkedClassifierModule):
     Every member sees the same batches and differs by its initialisation seed; it is the run that
     `ClassifierModule` with `seed_everything: <its seed>` would train alone (a test checks it).
     Per-member metrics are logged as `pop/<k>/{train,val,test}/{loss,acc}`, the plain keys
-    (`val/acc`, ...) hold member means, and `members.json` in the run folder holds each member's
-    seed, final and best metrics. `member_state_dict(k)` extracts one member as a normal network.
+    (`val/acc`, ...) hold member means, `{val,test}/ensemble_{nll,acc}` score the members' averaged
+    softmax (an ensemble of independently trained networks, FGE's baseline), and `members.json` in
+    the run folder holds each member's seed, final and best metrics and the ensemble's.
+    `member_state_dict(k)` extracts one member as a normal network.
 
     Args (besides ChunkedClassifierModule's):
         population: number of members K.
         member_seeds: one seed per member; default run seed + k (member 0 = the single run).
     """
+
+    #: log the members' averaged prediction as `{val,test}/ensemble_{nll,acc}`
+    ensemble_metrics = True
 
     def __init__(self, arch: str = "lenet300_100", arch_kwargs: Optional[dict] = None,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
@@ -162,6 +168,7 @@ class PopulationModule(ChunkedClassifierModule):
         self._best: dict[int, dict] = {}  # member -> its best validation epoch
         self._last: dict[str, dict[str, list[float]]] = {}  # stage -> metric -> per-member value
         self._history: list[tuple[int, list[float]]] = []  # (epoch, per-member val acc)
+        self._ensemble: dict[str, dict[str, float]] = {}  # stage -> ensemble_nll / ensemble_acc
 
     @property
     def num_members(self) -> int:
@@ -205,6 +212,27 @@ class PopulationModule(ChunkedClassifierModule):
 
     def after_optimizer_step(self) -> None:
         self.net.mask_weights_()
+
+    # -- the members as an ensemble -------------------------------------------------------------
+    def _eval_step(self, stage: str, batch) -> torch.Tensor:
+        logits = super()._eval_step(stage, batch)
+        y = batch[1]
+        if self.ensemble_metrics and y.dim() == 1:  # shared labels: score the averaged prediction too
+            nll, correct = ensemble_stats(logits, y)
+            sums = self._sums.setdefault(f"{stage}_ensemble", [torch.zeros_like(nll), torch.zeros_like(correct), 0])
+            sums[0] += nll
+            sums[1] += correct
+            sums[2] += len(y)
+        return logits
+
+    def _finish_eval(self, stage: str) -> None:
+        super()._finish_eval(stage)
+        sums = self._sums.pop(f"{stage}_ensemble", None)
+        if sums is None or sums[2] == 0:
+            return
+        values = {"ensemble_nll": sums[0] / sums[2], "ensemble_acc": sums[1].float() / sums[2]}
+        self.log_dict({f"{stage}/{name}": v for name, v in values.items()})
+        self._ensemble[stage] = {name: float(v) for name, v in values.items()}
 
     # -- per-member records --------------------------------------------------------------------
     def _log_members(self, stage: str, values: dict[str, torch.Tensor], means: Sequence[str]) -> None:
@@ -269,12 +297,22 @@ class PopulationModule(ChunkedClassifierModule):
             return None
         hp = self.hparams
         data = {"population": hp.population, "arch": hp.arch, "optimizer": hp.optimizer, "lr": hp.lr,
-                "members": self.members()}
+                "ensemble": self._ensemble, "members": self.members()}
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / "members.json.tmp"
         tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(folder / "members.json")
         return str(folder / "members.json")
+
+
+def ensemble_stats(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed NLL and correct count of the members' averaged prediction, p = mean_k softmax(logits_k).
+
+    logits (K, B, C), y (B,). log p is computed as logsumexp_k log_softmax - log K (no underflow);
+    by Jensen's inequality its NLL never exceeds the members' mean NLL.
+    """
+    log_p = torch.logsumexp(logits.float().log_softmax(-1), dim=0) - math.log(logits.shape[0])  # (B, C)
+    return -log_p.gather(1, y[:, None]).sum(), (log_p.argmax(-1) == y).sum()
 
 
 def members_figure(history: Sequence[tuple[int, Sequence[float]]], labels: Sequence[str]):

@@ -57,6 +57,7 @@ class LotteryPopulationModule(PopulationModule):
 
     checkpoint_monitor = None  # resume from last.ckpt; early stopping is per member and per level
     test_after_fit = False  # test accuracy is measured per level, at each member's early stop
+    ensemble_metrics = False  # tickets and controls at different sparsities are not an ensemble
     ddp_alternative = "LotteryTicketModule (one network per run, sweeps/lottery.yaml for the study)"
 
     def __init__(self, arch: str = "lenet300_100", arch_kwargs: Optional[dict] = None,
