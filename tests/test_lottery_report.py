@@ -67,3 +67,26 @@ def test_sweep_figure_groups_trials_by_control_and_averages_seeds(tmp_path, monk
     groups = calls["g"]
     assert sorted(groups) == ["reinit", "ticket"] and len(groups["ticket"]) == 2 and len(groups["reinit"]) == 1
     assert report.aggregate(groups["ticket"], "es_test_acc")[1][1] == pytest.approx(0.96)
+
+
+def test_study_folder_groups_members_by_control(tmp_path, capsys):
+    def rows(accs, its):
+        return [{"level": i, "percent_remaining": 100 * 0.8**i, "es_test_acc": a, "es_iteration": it}
+                for i, (a, it) in enumerate(zip(accs, its))]
+
+    members = [{"member": 0, "control": "ticket", "seed": 0, "levels": rows([0.9, 0.94], [500, 200])},
+               {"member": 1, "control": "ticket", "seed": 1, "levels": rows([0.9, 0.92], [500, 400])},
+               {"member": 2, "control": "reinit", "seed": 0, "levels": rows([0.9, 0.88], [500, 700])},
+               {"member": 3, "control": "reinit", "seed": 1, "levels": []}]  # stopped before its first level end
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "lottery_population.json").write_text(json.dumps({"config": {}, "members": members}))
+    groups = report.read_study(study)
+    assert {k: len(v) for k, v in groups.items()} == {"ticket": 2, "reinit": 1}
+    report.main(["--study", str(study), "--out", str(tmp_path / "s.png")])
+    out = capsys.readouterr().out
+    assert "| 80.0 | 93.00 ± 1.41 | 300 ± 141 | 88.00 ± 0.00 | 700 ± 0 |" in out
+    with pytest.raises(ValueError, match="not a lottery study folder"):
+        report.read_study(tmp_path)
+    with pytest.raises(SystemExit):
+        report.main(["--out", str(tmp_path / "none.png")])

@@ -3,9 +3,12 @@
     python -m lit_papers.lottery.report --group ticket runs/lottery/version_{0,1,2} \\
         --group reinit runs/lottery_reinit/version_{0,1,2} --out docs/figures/lottery_mnist5k.png
 
+    python -m lit_papers.lottery.report --study runs/lottery_study/version_0 --out study.png
+
 Every run folder holds ``lottery.json`` (one row per level, written by LotteryTicketModule);
 older folders without it are read from the ``lottery/*`` columns of ``metrics.csv``. Runs of a
-group are seeds: levels are matched by index and shown as mean +- std.
+group are seeds: levels are matched by index and shown as mean +- std. A study folder
+(LotteryPopulationModule) holds ``lottery_population.json``: its members are grouped by control.
 """
 
 from __future__ import annotations
@@ -36,6 +39,18 @@ def read_run(folder: str | Path) -> list[dict]:
         rows = [r for r in csv.DictReader(f) if r.get("lottery/es_test_acc")]
     return [{k.removeprefix("lottery/"): float(v) for k, v in r.items() if k.startswith("lottery/") and v}
             for r in rows]
+
+
+def read_study(folder: str | Path) -> dict[str, list[list[dict]]]:
+    """control -> the per-level rows of its seeds, from a LotteryPopulationModule run folder."""
+    path = Path(folder) / "lottery_population.json"
+    if not path.is_file():
+        raise ValueError(f"{folder} is not a lottery study folder (no lottery_population.json)")
+    groups: dict[str, list[list[dict]]] = {}
+    for member in json.loads(path.read_text())["members"]:
+        if member["levels"]:
+            groups.setdefault(member["control"], []).append(member["levels"])
+    return groups
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -120,12 +135,19 @@ def markdown_table(groups: dict[str, list[list[dict]]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--group", nargs="+", action="append", required=True, metavar=("LABEL", "RUN"),
+    parser.add_argument("--group", nargs="+", action="append", default=[], metavar=("LABEL", "RUN"),
                         help="a label (ticket, reinit, random_prune, ...) followed by its run folders")
+    parser.add_argument("--study", action="append", default=[], metavar="FOLDER",
+                        help="a LotteryPopulationModule run folder: its members grouped by control")
     parser.add_argument("--out", default="lottery.png", help="where to write the PNG")
     parser.add_argument("--title", default="")
     args = parser.parse_args(argv)
+    if not args.group and not args.study:
+        parser.error("give run folders with --group LABEL RUN... or a study folder with --study FOLDER")
     groups = {}
+    for folder in args.study:
+        for control, histories in read_study(folder).items():
+            groups.setdefault(control, []).extend(histories)
     for label, *folders in args.group:
         if not folders:
             parser.error(f"--group {label}: give at least one run folder after the label")
