@@ -60,6 +60,7 @@ class StackedMembers(nn.Module):
         # no state_dict entries, nothing to move between devices).
         self._template = [members[0].to("meta")]
         self.num_members = len(seeds)
+        self.register_load_state_dict_post_hook(self._refresh_keep)
 
     def member_params(self) -> dict[str, torch.Tensor]:
         return {n: self.stacked[_key(n)] for n in self.names}
@@ -82,9 +83,10 @@ class StackedMembers(nn.Module):
     def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
         """Per-member binary masks, name -> (K, *shape) bool (True = kept), for any parameters.
 
-        Stored as `pruned-<name>` buffers (saved with checkpoints) and updated in place when set
-        again, so a captured training step keeps using them. Masked weights are zeroed now; call
-        `mask_grads_` / `mask_weights_` around every optimizer step to keep them at exactly zero.
+        Stored as `pruned-<name>` bool buffers (saved with checkpoints) plus a derived 0/1 `keep-<name>`
+        buffer in the parameter's dtype, both updated in place when set again, so a captured training
+        step keeps using them. Masked weights are zeroed now; call `mask_grads_` / `mask_weights_`
+        around every optimizer step to keep them at zero.
         """
         params = self.member_params()
         for name, mask in masks.items():
@@ -93,32 +95,49 @@ class StackedMembers(nn.Module):
                                  f"{sorted(params)} of shape {tuple(params.get(name, torch.empty(0)).shape)}")
             pruned = ~mask.to(device=params[name].device, dtype=torch.bool)
             key = f"pruned-{_key(name)}"
-            if hasattr(self, key):
-                getattr(self, key).copy_(pruned)
-            else:
-                self.register_buffer(key, pruned)
+            if not hasattr(self, key):
+                self._add_mask_buffers(name, pruned)
+            getattr(self, key).copy_(pruned)
+        self._refresh_keep()
         self.mask_weights_()
 
-    def _pruned(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(p, getattr(self, f"pruned-{_key(n)}")) for n, p in self.member_params().items()
-                if hasattr(self, f"pruned-{_key(n)}")]
+    def _add_mask_buffers(self, name: str, like: torch.Tensor) -> None:
+        self.register_buffer(f"pruned-{_key(name)}", torch.zeros_like(like, dtype=torch.bool))
+        weight = self.stacked[_key(name)]
+        self.register_buffer(f"keep-{_key(name)}", torch.ones_like(weight), persistent=False)
 
     @torch.no_grad()
+    def _refresh_keep(self, *_) -> None:
+        """keep = not pruned, in place (after set_masks and after loading a state dict)."""
+        for name in self.names:
+            if hasattr(self, f"pruned-{_key(name)}"):
+                getattr(self, f"keep-{_key(name)}").copy_(~getattr(self, f"pruned-{_key(name)}"))
+
+    def _keep(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(p, getattr(self, f"keep-{_key(n)}")) for n, p in self.member_params().items()
+                if hasattr(self, f"keep-{_key(n)}")]
+
+    # Multiplying by the 0/1 mask rather than masked_fill_: ~35x faster on a CPU (masked_fill_ is
+    # not vectorised there), the same on a GPU. Pruned entries become +-0.0; a non-finite value
+    # there would mean the run has diverged, which NonFiniteGuard reports.
+    @torch.no_grad()
     def mask_grads_(self) -> None:
-        for p, pruned in self._pruned():
+        for p, keep in self._keep():
             if p.grad is not None:
-                p.grad.masked_fill_(pruned, 0.0)
+                p.grad.mul_(keep)
 
     @torch.no_grad()
     def mask_weights_(self) -> None:
-        for p, pruned in self._pruned():
-            p.masked_fill_(pruned, 0.0)
+        for p, keep in self._keep():
+            p.mul_(keep)
 
     def ensure_mask_buffers(self, state_dict: dict[str, torch.Tensor], prefix: str = "") -> None:
-        """Creates the mask buffers a checkpoint holds, so it loads into a fresh module."""
+        """Creates the mask buffers a checkpoint holds, so it loads into a fresh module (the derived
+        `keep-*` buffers are refreshed by a load hook once the state dict is in)."""
         for key, value in state_dict.items():
             if key.startswith(prefix + "pruned-") and not hasattr(self, key[len(prefix):]):
-                self.register_buffer(key[len(prefix):], torch.zeros_like(value, dtype=torch.bool))
+                key = key[len(prefix) + len("pruned-"):]
+                self._add_mask_buffers(next(n for n in self.names if _key(n) == key), value)
 
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Member k as an ordinary `state_dict` of the architecture (load it into `build()`)."""
