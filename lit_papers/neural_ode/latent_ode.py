@@ -91,13 +91,16 @@ class LatentODEModule(ODEStepLogging, L.LightningModule):
 
     Args:
         latent, rnn_hidden, hidden: latent size, encoder GRU width, dynamics/decoder width.
+        decoder: ``"ode"`` (the latent ODE) or ``"rnn"``, the baseline of ``rnn_baseline.py``: the
+            same encoder and ELBO with a GRU stepped over the grid times instead of the ODE solve
+            (``hidden`` is then the GRU width; 13 matches the latent ODE's parameter count).
         noise_std: observation noise of the Gaussian likelihood.
         method, rtol, atol, step_size, adjoint: the latent ODE solve.
         optimizer, lr: as in ``ClassifierModule``.
 
     Logged: ``train/elbo`` (per trajectory), ``val/rmse``, ``test/rmse`` (all grid times, against
-    the noiseless spiral), ``test/rmse_observed``, ``node/nfe_forward``, ``node/nfe_backward``,
-    ``node/step_time_ms``.
+    the noiseless spiral), ``test/rmse_observed``, ``node/step_time_ms``, and with
+    ``decoder="ode"`` ``node/nfe_forward``, ``node/nfe_backward``.
     """
 
     checkpoint_monitor: tuple[str, str] = ("val/rmse", "min")
@@ -105,11 +108,18 @@ class LatentODEModule(ODEStepLogging, L.LightningModule):
 
     def __init__(self, latent: int = 4, rnn_hidden: int = 25, hidden: int = 20, noise_std: float = 0.1,
                  method: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-4, step_size: float | None = None,
-                 adjoint: bool = False, optimizer: str = "adam", lr: float = 1e-2):
+                 adjoint: bool = False, optimizer: str = "adam", lr: float = 1e-2, decoder: str = "ode"):
         super().__init__()
         self.save_hyperparameters()
-        self.model = LatentODE(2, latent, rnn_hidden, hidden, method=method, rtol=rtol, atol=atol,
-                               step_size=step_size, adjoint=adjoint)
+        if decoder == "ode":
+            self.model = LatentODE(2, latent, rnn_hidden, hidden, method=method, rtol=rtol, atol=atol,
+                                   step_size=step_size, adjoint=adjoint)
+        elif decoder == "rnn":
+            from .rnn_baseline import LatentRNN  # here: rnn_baseline imports this module
+
+            self.model = LatentRNN(2, latent, rnn_hidden, hidden)
+        else:
+            raise ValueError(f"decoder must be 'ode' (latent ODE) or 'rnn' (GRU baseline), got {decoder!r}")
 
     def _times(self) -> torch.Tensor:
         return self.trainer.datamodule.times.to(self.device)
@@ -119,7 +129,8 @@ class LatentODEModule(ODEStepLogging, L.LightningModule):
         recon, mean, logvar = self.model(x, mask, self._times())
         loss = -elbo(x, mask, recon, mean, logvar, self.hparams.noise_std).mean()
         self.log("train/elbo", -loss, prog_bar=True)
-        self.log("node/nfe_forward", float(self.model.block.nfe_forward))
+        if self.model.block is not None:
+            self.log("node/nfe_forward", float(self.model.block.nfe_forward))
         return loss
 
     def solver_block(self):
@@ -151,19 +162,20 @@ class LatentODEModule(ODEStepLogging, L.LightningModule):
         self.eval()
         recon, _, _ = self.model(x, mask, self._times(), sample=False)
         self.train(was_training)
-        save_figure(self.trainer, trajectories_figure(x.cpu(), mask.cpu(), clean.cpu(), recon.cpu()),
+        label = "latent ODE" if self.hparams.decoder == "ode" else "GRU decoder"
+        save_figure(self.trainer, trajectories_figure(x.cpu(), mask.cpu(), clean.cpu(), recon.cpu(), label),
                     "latent_ode_spirals")
 
 
-def trajectories_figure(x, mask, clean, recon):
-    """Observed points, true spiral and the latent ODE's mean trajectory for a few series."""
+def trajectories_figure(x, mask, clean, recon, label: str = "latent ODE"):
+    """Observed points, true spiral and the model's mean trajectory for a few series."""
     import matplotlib.pyplot as plt
 
     n = len(x)
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8))
     for i, ax in enumerate(axes if n > 1 else [axes]):
         ax.plot(clean[i, :, 0], clean[i, :, 1], color="0.7", lw=1, label="truth")
-        ax.plot(recon[i, :, 0], recon[i, :, 1], color="C1", lw=1.2, label="latent ODE")
+        ax.plot(recon[i, :, 0], recon[i, :, 1], color="C1", lw=1.2, label=label)
         obs = x[i][mask[i]]
         ax.scatter(obs[:, 0], obs[:, 1], s=6, color="C0", label="observed", zorder=3)
         ax.set(xticks=[], yticks=[], aspect="equal")
