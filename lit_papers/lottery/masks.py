@@ -15,7 +15,11 @@ checkpoints, which forward-only masking does not give):
 4. optimizer state tensors shaped like a masked parameter can be masked too (used when an
    existing optimizer survives a change of mask).
 
-``masked_fill`` rather than multiplication keeps the result +0.0 even for inf/NaN entries.
+Steps 2 and 3 multiply by a derived 0/1 copy of the mask in the weights' dtype (a non-persistent
+buffer, refreshed whenever the masks change or a state dict is loaded): ``masked_fill_`` is not
+vectorised on a CPU and took as long as a LeNet-300-100 training step itself (5.6 of 11.4 ms;
+the multiplication takes ~0.2 ms). Pruned entries become +-0.0; a non-finite gradient there (an
+fp16 overflow) makes the step skipped by the grad scaler or the run fail by NonFiniteGuard either way.
 """
 
 from __future__ import annotations
@@ -84,6 +88,17 @@ class MaskSet(nn.Module):
             raise ValueError(f"parameter names collide once '.' is replaced: {self.names}")
         for name, w in weights.items():
             self.register_buffer(_buffer_name(name), torch.ones_like(w, dtype=torch.bool))
+            # derived: the mask as 0/1 in the weight's dtype, for the per-step multiplications
+            self.register_buffer("keep__" + _buffer_name(name), torch.ones_like(w.detach()), persistent=False)
+        self.register_load_state_dict_post_hook(self._refresh_keep)
+
+    @torch.no_grad()
+    def _refresh_keep(self, *_) -> None:
+        for name in self.names:
+            self._keep(name).copy_(self[name])
+
+    def _keep(self, name: str) -> Tensor:
+        return getattr(self, "keep__" + _buffer_name(name))
 
     def __getitem__(self, name: str) -> Tensor:
         return getattr(self, _buffer_name(name))
@@ -102,6 +117,7 @@ class MaskSet(nn.Module):
             raise ValueError(f"mask names differ: expected {self.names}, got {sorted(masks)}")
         for name, m in masks.items():
             self[name].copy_(m.to(torch.bool))
+        self._refresh_keep()
 
     def kept_counts(self) -> dict[str, int]:
         """Number of kept (unpruned) entries per layer."""
@@ -114,16 +130,16 @@ class MaskSet(nn.Module):
 
     @torch.no_grad()
     def apply_to_weights_(self, params: Mapping[str, Tensor]) -> None:
-        """Set pruned weights to exactly +0.0."""
-        for name, m in self.items():
-            params[name].masked_fill_(~m, 0.0)
+        """Set pruned weights to exactly 0.0."""
+        for name in self.names:
+            params[name].mul_(self._keep(name))
 
     @torch.no_grad()
     def apply_to_grads_(self, params: Mapping[str, Tensor]) -> None:
         """Zero the gradients of pruned weights (no-op for params without a gradient)."""
-        for name, m in self.items():
+        for name in self.names:
             if params[name].grad is not None:
-                params[name].grad.masked_fill_(~m, 0.0)
+                params[name].grad.mul_(self._keep(name))
 
     @torch.no_grad()
     def apply_to_optimizer_state_(self, optimizer: torch.optim.Optimizer,
