@@ -23,7 +23,9 @@ class DEQModule(SolverLogging, ClassifierModule):
     """A DEQ classifier: stem -> z* = cell(z*, injection) -> head, gradients by the implicit hook.
 
     Args:
-        cell: "conv" (MDEQ-style block with group norm) or "mlp"; width: state channels;
+        cell: "conv" (MDEQ-style block with group norm), "multiscale" (MDEQ's joint equilibrium of
+            `branches` resolutions, default 2, branch i with width * 2**i channels) or "mlp";
+            width: state channels;
             hidden: inner width of the cell (default width); groups: group-norm groups;
             weight_norm: weight-normalise the cell's two linear maps; downsample: stride-2
             stages in the conv stem; pool: pooled grid size of the conv head.
@@ -41,7 +43,7 @@ class DEQModule(SolverLogging, ClassifierModule):
     """
 
     def __init__(self, cell: str = "conv", width: int = 32, hidden: Optional[int] = None, groups: int = 8,
-                 weight_norm: bool = True, downsample: int = 2, pool: int = 1,
+                 weight_norm: bool = True, downsample: int = 2, pool: int = 1, branches: Optional[int] = None,
                  solver: str = "anderson", max_iter: int = 30, tol: float = 1e-3, stop_mode: str = "rel",
                  solver_kwargs: Optional[dict] = None, eval_max_iter: Optional[int] = None,
                  backward: str = "ift", backward_solver: str = "anderson", backward_max_iter: int = 30,
@@ -54,6 +56,9 @@ class DEQModule(SolverLogging, ClassifierModule):
                  nesterov: bool = False, lr_schedule: str = "cosine",
                  milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1):
         SOLVERS.get(solver), SOLVERS.get(backward_solver), check_backward_mode(backward)  # fail fast
+        if branches is not None and (cell != "multiscale" or branches < 1):
+            raise ValueError(f"branches={branches}: the number of resolutions of cell=multiscale (>= 1); "
+                             f"leave it unset for cell={cell!r}")
         if not 0.0 <= jac_freq <= 1.0:
             raise ValueError(f"jac_freq is the fraction of steps with the Jacobian penalty, in [0, 1]; got {jac_freq}")
         super().__init__(arch="deq", arch_kwargs=None, num_classes=num_classes, input_shape=input_shape,
@@ -64,6 +69,8 @@ class DEQModule(SolverLogging, ClassifierModule):
     def build_network(self) -> nn.Module:
         hp = self.hparams
         cell_kwargs = {"groups": hp.groups, "hidden": hp.hidden, "weight_norm": hp.weight_norm}
+        if hp.get("branches") is not None:
+            cell_kwargs["branches"] = hp.branches
         return DEQNet(
             tuple(hp.input_shape), hp.num_classes, cell=hp.cell, width=hp.width, downsample=hp.downsample,
             pool=hp.pool, cell_kwargs=cell_kwargs, solver=hp.solver, max_iter=hp.max_iter, tol=hp.tol,

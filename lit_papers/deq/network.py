@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lit_papers.models.deq_cells import build_cell, build_head, build_stem
+from lit_papers.models.deq_cells import build_parts
 from lit_papers.models.registry import MODELS
 
 from .layer import DEQInfo, DEQLayer
@@ -14,7 +14,8 @@ class DEQNet(nn.Module):
     """An MDEQ-style classifier: the stem computes the injection once, the DEQ layer finds
     z* = cell(z*, injection), the head reads out z*.
 
-    cell: "conv" (MDEQ block with group norm) or "mlp"; width: state channels/features;
+    cell: "conv" (MDEQ block with group norm), "multiscale" (MDEQ's multi-resolution state, see
+    `models/deq_multiscale.py`) or "mlp"; width: state channels/features;
     downsample: stride-2 stages in the conv stem; pool: pooled grid size in the conv head;
     cell_kwargs: passed to the cell (groups, hidden, weight_norm); deq_kwargs: to `DEQLayer`.
     """
@@ -22,10 +23,9 @@ class DEQNet(nn.Module):
     def __init__(self, input_shape, num_classes, cell: str = "conv", width: int = 32, downsample: int = 1,
                  pool: int = 1, cell_kwargs: dict | None = None, **deq_kwargs):
         super().__init__()
-        cell_kwargs = dict(cell_kwargs or {})
-        self.stem = build_stem(cell, tuple(input_shape), width, downsample, cell_kwargs.get("groups", 8))
-        self.deq = DEQLayer(build_cell(cell, width, **cell_kwargs), **deq_kwargs)
-        self.head = build_head(cell, width, num_classes, pool)
+        self.stem, cell_module, self.head = build_parts(cell, tuple(input_shape), num_classes, width, downsample,
+                                                        pool, **dict(cell_kwargs or {}))
+        self.deq = DEQLayer(cell_module, **deq_kwargs)
 
     def forward(self, x: Tensor, return_info: bool = False,
                 compute_jac: bool = False) -> Tensor | tuple[Tensor, DEQInfo]:

@@ -7,7 +7,7 @@ from . import convnets_lottery  # noqa: F401
 from . import resnet_cifar  # noqa: F401
 from . import vgg  # noqa: F401
 from . import preresnet  # noqa: F401
-from . import deq_cells  # noqa: F401
+from . import deq_cells, deq_multiscale  # noqa: F401
 from .registry import MODELS, build_model
 
 __all__ = ["MODELS", "build_model"]

@@ -135,8 +135,32 @@ def build_head(cell: str, width: int, num_classes: int, pool: int = 1) -> nn.Mod
 
 
 def build_cell(cell: str, width: int, **cell_kwargs) -> nn.Module:
-    """The registered cell `cell` ("conv" or "mlp") of state width `width`."""
+    """The registered cell `cell` of state width `width`."""
     return DEQ_CELLS.get(cell)(width, **cell_kwargs)
+
+
+def build_parts(cell: str, input_shape: tuple[int, ...], num_classes: int, width: int, downsample: int = 1,
+                pool: int = 1, **cell_kwargs) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """(stem, cell, head) of an image classifier around cell `cell`.
+
+    `multiscale` (MDEQ, `deq_multiscale.py`) takes `branches` (default 2) among its cell kwargs:
+    its stem adds a downsampled injection per branch, its state packs the branches.
+    """
+    groups = cell_kwargs.get("groups", 8)
+    if cell != "multiscale":
+        if "branches" in cell_kwargs:
+            raise ValueError(f"branches applies to the multiscale cell only, not to cell {cell!r}")
+        return (build_stem(cell, input_shape, width, downsample, groups), build_cell(cell, width, **cell_kwargs),
+                build_head(cell, width, num_classes, pool))
+    from .deq_multiscale import MultiscaleHead, MultiscaleLayout, MultiscaleStem
+
+    branches = cell_kwargs.pop("branches", None) or 2
+    size = tuple(input_shape[1:])
+    for _ in range(downsample):  # a stride-2 3x3 conv with padding 1: n -> ceil(n / 2)
+        size = tuple(math.ceil(n / 2) for n in size)
+    layout = MultiscaleLayout.build(width, size, branches)
+    stem = MultiscaleStem(build_stem("conv", input_shape, width, downsample, groups), layout, groups)
+    return stem, build_cell(cell, width, layout=layout, **cell_kwargs), MultiscaleHead(layout, num_classes, pool)
 
 
 class WeightTiedNet(nn.Module):
@@ -146,9 +170,8 @@ class WeightTiedNet(nn.Module):
                  downsample: int = 1, pool: int = 1, **cell_kwargs):
         super().__init__()
         self.depth = depth
-        self.stem = build_stem(cell, input_shape, width, downsample, cell_kwargs.get("groups", 8))
-        self.cell = build_cell(cell, width, **cell_kwargs)
-        self.head = build_head(cell, width, num_classes, pool)
+        self.stem, self.cell, self.head = build_parts(cell, tuple(input_shape), num_classes, width, downsample,
+                                                      pool, **cell_kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         injection = self.stem(x)
