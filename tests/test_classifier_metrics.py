@@ -8,7 +8,7 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_papers.core import ClassifierModule
-from lit_papers.core.classifier import RunningAccuracy
+from lit_papers.core.running_accuracy import RunningAccuracy
 from lit_papers.data.device_loader import DeviceBatches
 
 
