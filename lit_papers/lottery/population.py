@@ -171,6 +171,7 @@ class LotteryPopulationModule(PopulationModule):
         current = {**self.net.member_params(), **self.net.member_buffers()}
         for name, value in state.items():
             target = current[name]
+            value = value.to(target.device)  # theta_0 is taken in setup, before the move to the device
             if members is None:
                 target.copy_(value)
             else:
