@@ -9,5 +9,6 @@ from lit_papers.generalization import RandomLabelModule  # noqa: F401
 from lit_papers.lottery import LotteryPopulationModule, LotteryTicketModule  # noqa: F401
 from lit_papers.core.population import MemberLabelsDataModule, PopulationModule  # noqa: F401
 from lit_papers.deq import CharCorpusDataModule, DEQModule, DEQSequenceModule  # noqa: F401
-from lit_papers.neural_ode import CNFModule, LatentODEModule, NeuralODEModule  # noqa: F401
+from lit_papers.neural_ode import (BaseSamplesDataModule, CNFModule, DensityMatchingModule,  # noqa: F401
+                                   LatentODEModule, NeuralODEModule)
 from lit_papers.mode_connectivity import CurveModule, FGEModule  # noqa: F401
