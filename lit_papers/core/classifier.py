@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from .optim import build_optimizer, build_scheduler
+from .optim import configure_from_hparams
 from .running_accuracy import RunningAccuracy
 
 
@@ -130,11 +130,4 @@ class ClassifierModule(L.LightningModule):
 
     # -- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self):
-        hp = self.hparams
-        opt = build_optimizer(hp.optimizer, self.parameters(), lr=hp.lr, momentum=hp.momentum,
-                              weight_decay=hp.weight_decay, nesterov=hp.nesterov)
-        if hp.lr_schedule == "constant":
-            return opt
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        sched = build_scheduler(hp.lr_schedule, opt, total, hp.milestones, hp.gamma)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return configure_from_hparams(self)

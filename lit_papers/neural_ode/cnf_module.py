@@ -9,7 +9,7 @@ import lightning as L
 import torch
 
 from lit_papers.core import save_figure
-from lit_papers.core.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from lit_papers.core.optim import OPTIMIZERS, SCHEDULES, configure_from_hparams
 
 from .cnf import CNF, NOISES, TRACES, TimeConcatMLP
 from .cnf_figures import density_figure
@@ -119,13 +119,7 @@ class CNFModule(ODEStepLogging, L.LightningModule):
         return self.log_prob_outside_inference_mode(batch[0])
 
     def configure_optimizers(self):
-        hp = self.hparams
-        opt = build_optimizer(hp.optimizer, self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.lr_schedule == "constant":
-            return opt
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": build_scheduler(hp.lr_schedule, opt, total),
-                                                   "interval": "step"}}
+        return configure_from_hparams(self)
 
     # -- figure ------------------------------------------------------------------------------
     @torch.no_grad()

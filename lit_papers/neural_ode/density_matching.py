@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lit_papers.core import save_figure
-from lit_papers.core.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from lit_papers.core.optim import OPTIMIZERS, SCHEDULES, configure_from_hparams
 from lit_papers.core.registry import Registry
 
 from .base_samples import rows_of_step
@@ -160,13 +160,7 @@ class DensityMatchingModule(ODEStepLogging, L.LightningModule):
         self.log("val/kl_se", se, batch_size=len(batch))
 
     def configure_optimizers(self):
-        hp = self.hparams
-        opt = build_optimizer(hp.optimizer, self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.lr_schedule == "constant":
-            return opt
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": build_scheduler(hp.lr_schedule, opt, total),
-                                                   "interval": "step"}}
+        return configure_from_hparams(self)
 
     # -- figure --------------------------------------------------------------------------------
     @torch.no_grad()
