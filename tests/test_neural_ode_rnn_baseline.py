@@ -3,6 +3,7 @@
 import lightning as L
 import pytest
 import torch
+from test_neural_ode_latent import _val_elbo
 
 from lit_papers.data.spirals import SpiralsDataModule, make_spirals
 from lit_papers.neural_ode.latent_ode import LatentODEModule, elbo
@@ -46,10 +47,7 @@ def test_parameter_count_matches_the_latent_ode():
 
 
 def _val_loss(module, dm) -> float:
-    x, mask, _ = dm.splits["val"].tensors
-    with torch.no_grad():
-        recon, mean, logvar = module.model(x, mask, dm.times, sample=False)
-        return -elbo(x, mask, recon, mean, logvar, module.hparams.noise_std).mean().item()
+    return -_val_elbo(module, dm)
 
 
 def test_a_few_epochs_reduce_the_validation_loss(tmp_path):
