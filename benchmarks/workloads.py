@@ -22,9 +22,6 @@ from lit_papers.data.device_loader import DeviceBatches
 WORKLOADS = Registry("workload")
 ORDER = ("classifier", "chunked", "population", "odenet", "deq", "compile", "torchdeq")  # default run order
 SHAPES = dict(arch="lenet300_100", num_classes=10, input_shape=(1, 28, 28), optimizer="adam", lr=1.2e-3)
-#: the LeNet lottery study of Frankle & Carbin at paper scale: 3 controls x 5 seeds train side by
-#: side, 20 pruning rounds one after another, 50K iterations each
-STUDY_MEMBERS, STUDY_ROUNDS, STUDY_STEPS = 15, 20, 50_000
 
 
 @dataclass
@@ -160,16 +157,6 @@ def population(setup: Setup) -> dict:
                  target=20.0 if setup.cuda and k >= 16 else None, per="/epoch")]
     out = {"rows": rows, "members": k, "capture_mode": module.capture_mode,
            "peak_mib": {"project": project_mib, "plain": plain_mib}}
-    if k >= STUDY_MEMBERS:
-        step_s = project_s / setup.steps
-        study_s = step_s * STUDY_ROUNDS * STUDY_STEPS
-        eager_study_s = eager_s / setup.steps * STUDY_MEMBERS * STUDY_ROUNDS * STUDY_STEPS
-        out["lottery_study_projection"] = {"population_step_s": step_s, "projected_study_s": study_s,
-                                           "projected_plain_eager_study_s": eager_study_s}
-        out["note"] = (f"projected LeNet lottery study ({STUDY_MEMBERS} members x {STUDY_ROUNDS} rounds x "
-                       f"{STUDY_STEPS} steps, masks not included): {study_s / 60:.1f} min in one population "
-                       f"vs {eager_study_s / 3600:.1f} h of plain eager runs (a projection from this epoch "
-                       "time, not a measured study)")
     return out
 
 
