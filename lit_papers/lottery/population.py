@@ -117,7 +117,8 @@ class LotteryPopulationModule(PopulationModule):
 
     def build_network(self) -> StackedMembers:
         stacked = StackedMembers(self._make_member, self.resolved_seeds())
-        template = self._make_member()
+        with torch.random.fork_rng(devices=[]):  # the layer names and shapes only: leave the run's RNG alone
+            template = self._make_member()
         self.prunable = list(prunable_weights(template))
         hp = self.hparams
         self.rates = layer_rates(template, hp.prune_rate, hp.conv_prune_rate, hp.output_prune_rate)
