@@ -208,6 +208,7 @@ class LotteryPopulationModule(PopulationModule):
         self.net.train(was_training)
         return total[0] / total[2], total[1] / total[2]
 
+    @torch.no_grad()
     def _record_validation(self, loss: Tensor, acc: Tensor) -> None:
         """Keeps each member's lowest-validation-loss state of this level (its early stop)."""
         self._last_val = (loss, acc)
@@ -222,7 +223,7 @@ class LotteryPopulationModule(PopulationModule):
         best["loss"] = torch.where(better, loss, best["loss"])
         best["acc"] = torch.where(better, acc, best["acc"])
         best["iteration"] = torch.where(better, torch.full_like(best["iteration"], iteration), best["iteration"])
-        current = self._stacked_copy()
+        current = {**self.net.member_params(), **self.net.member_buffers()}  # read in place, no copy
         for name, value in best["state"].items():
             value.copy_(torch.where(better.view(-1, *[1] * (value.dim() - 1)), current[name], value))
 
