@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
-from .classifier import ClassifierModule
+from .classifier import ClassifierModule, parent_args
 from .optim import build_optimizer, build_scheduler
 from .step_capture import STEP_CAPTURE, GraphStep, StepChunks, make_capturable, resolve_capture
 
@@ -54,10 +54,7 @@ class ChunkedClassifierModule(ClassifierModule):
         STEP_CAPTURE.get(step_capture)  # fail fast, listing the modes
         if steps_per_call < 1:
             raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
-        super().__init__(arch=arch, arch_kwargs=arch_kwargs, num_classes=num_classes,
-                         input_shape=input_shape, optimizer=optimizer, lr=lr, momentum=momentum,
-                         weight_decay=weight_decay, nesterov=nesterov, lr_schedule=lr_schedule,
-                         milestones=milestones, gamma=gamma)
+        super().__init__(**parent_args(ClassifierModule, locals()))
         self.automatic_optimization = False
         self.capture_mode = "none"  # resolved against the device in configure_optimizers
         self._graph: Optional[GraphStep] = None

@@ -23,6 +23,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .chunked_classifier import ChunkedClassifierModule
+from .classifier import parent_args
 from .figures import run_dir, save_figure
 from .population_data import MemberLabelsDataModule  # noqa: F401  (registered with the module)
 
@@ -179,11 +180,7 @@ class PopulationModule(ChunkedClassifierModule):
         if member_seeds is not None and len(member_seeds) != population:
             raise ValueError(f"member_seeds has {len(member_seeds)} seeds for population={population}; "
                              "give one seed per member or leave it unset (run seed + k)")
-        super().__init__(arch=arch, arch_kwargs=arch_kwargs, num_classes=num_classes,
-                         input_shape=input_shape, optimizer=optimizer, lr=lr, momentum=momentum,
-                         weight_decay=weight_decay, nesterov=nesterov, lr_schedule=lr_schedule,
-                         milestones=milestones, gamma=gamma, step_capture=step_capture,
-                         steps_per_call=steps_per_call)
+        super().__init__(**parent_args(ChunkedClassifierModule, locals()))
         self._best: dict[int, dict] = {}  # member -> its best validation epoch
         self._last: dict[str, dict[str, list[float]]] = {}  # stage -> metric -> per-member value
         self._history: list[tuple[int, list[float]]] = []  # (epoch, per-member val acc)

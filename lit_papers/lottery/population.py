@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
-from lit_papers.core.classifier import ClassifierModule
+from lit_papers.core.classifier import ClassifierModule, parent_args
 from lit_papers.core.figures import run_dir, save_figure
 from lit_papers.core.population import PopulationModule, StackedMembers
 
@@ -85,10 +85,7 @@ class LotteryPopulationModule(PopulationModule):
                              f"{round_steps}, rewind_iteration={rewind_iteration}); levels {bad_levels} do not fit")
         self.member_controls = [c for c in controls for _ in seeds]  # member index = c * S + s
         self._member_seeds = [s for _ in controls for s in seeds]
-        super().__init__(arch=arch, arch_kwargs=arch_kwargs, num_classes=num_classes,
-                         input_shape=input_shape, optimizer=optimizer, lr=lr, momentum=momentum,
-                         weight_decay=weight_decay, nesterov=nesterov, step_capture=step_capture,
-                         steps_per_call=steps_per_call, population=len(controls) * len(seeds),
+        super().__init__(**parent_args(PopulationModule, locals()), population=len(self.member_controls),
                          member_seeds=self._member_seeds)
         # under LightningCLI hparams hold only this signature: the parents' settings it fixes
         for key, value in (("lr_schedule", "constant"), ("milestones", (0.5, 0.75)), ("gamma", 0.1),

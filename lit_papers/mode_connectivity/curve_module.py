@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from lit_papers.core import ClassifierModule, run_dir, save_figure
+from lit_papers.core.classifier import parent_args
 from lit_papers.core.optim import SCHEDULES, build_optimizer
 from lit_papers.models import build_model
 
@@ -83,10 +84,7 @@ class CurveModule(ClassifierModule):
             raise ValueError("need endpoint_epochs >= 0, eval_points >= 2 and plane_points >= 0")
         if len(endpoint_seeds) != 2 or endpoint_seeds[0] == endpoint_seeds[1]:
             raise ValueError(f"endpoint_seeds must be two different seeds, got {list(endpoint_seeds)}")
-        super().__init__(arch=arch, arch_kwargs=arch_kwargs, num_classes=num_classes,
-                         input_shape=input_shape, optimizer=optimizer, lr=lr, momentum=momentum,
-                         weight_decay=weight_decay, nesterov=nesterov, lr_schedule=lr_schedule,
-                         milestones=milestones, gamma=gamma)
+        super().__init__(**parent_args(ClassifierModule, locals()))
 
     # -- construction ------------------------------------------------------------------------
     def _base_net(self, seed: Optional[int] = None):

@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 
 from lit_papers.core import ClassifierModule, save_figure
+from lit_papers.core.classifier import parent_args
 from lit_papers.core.optim import SCHEDULES, build_optimizer
 
 from .batchnorm import has_batchnorm, recompute_bn
@@ -65,10 +66,7 @@ class FGEModule(ClassifierModule):
                              "set pretrain_epochs: 0 and no checkpoint")
         if alpha1 <= 0 or alpha2 < 0:
             raise ValueError(f"need alpha1 > 0 and alpha2 >= 0, got {alpha1}, {alpha2}")
-        super().__init__(arch=arch, arch_kwargs=arch_kwargs, num_classes=num_classes,
-                         input_shape=input_shape, optimizer=optimizer, lr=lr, momentum=momentum,
-                         weight_decay=weight_decay, nesterov=nesterov, lr_schedule=lr_schedule,
-                         milestones=milestones, gamma=gamma)
+        super().__init__(**parent_args(ClassifierModule, locals()))
         self.cycle = cycle
         self.ensemble = ProbabilityEnsemble()
         self.members: list[dict[str, torch.Tensor]] = []  # CPU state dicts when keep_members
