@@ -13,11 +13,12 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 import plain
-from lit_papers.core import ClassifierModule, Registry
+from lit_papers.core import ClassifierModule
 from lit_papers.core.chunked_classifier import ChunkedClassifierModule
 from lit_papers.core.population import PopulationModule
 from lit_papers.core.step_capture import StepChunks
 from lit_papers.data.device_loader import DeviceBatches
+from lit_papers.registry import Registry
 
 WORKLOADS = Registry("workload")
 ORDER = ("classifier", "chunked", "population", "odenet", "deq", "compile", "torchdeq")  # default run order

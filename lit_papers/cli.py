@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 import lit_papers.modules  # noqa: F401  (registers every module and datamodule for short names)
 from lit_papers.core import run_folder
-from lit_papers.core.errors import RunFailed, UsageError
+from lit_papers.errors import RunFailed, UsageError
 from lit_papers.core.guards import NonFiniteGuard
 from lit_papers.core.last_checkpoint import LastCheckpoint
 from lit_papers.core.preemption import Preemption

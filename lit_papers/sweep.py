@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lit_papers.core.errors import UsageError
+from lit_papers.errors import UsageError
 from lit_papers.sweep_report import aggregate_figure, print_table, trial_metrics, write_csv
 
 EXIT_USAGE = 2

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lit_papers.core.errors import DatasetUnavailable
+from lit_papers.errors import DatasetUnavailable
 from lit_papers.data import DeviceBatches, VisionDataModule
 from lit_papers.data.augment import random_crop_flip
 from lit_papers.data.datasets import load_dataset

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lit_papers.core.errors import DatasetUnavailable
+from lit_papers.errors import DatasetUnavailable
 from lit_papers.data import VisionDataModule
 from lit_papers.data import mnist1d as m1d
 from lit_papers.models import build_model

@@ -2,6 +2,5 @@
 
 from .classifier import ClassifierModule
 from .figures import run_dir, save_figure
-from .registry import Registry
 
-__all__ = ["ClassifierModule", "Registry", "run_dir", "save_figure"]
+__all__ = ["ClassifierModule", "run_dir", "save_figure"]

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_papers.models import build_model
+
 from .optim import configure_from_hparams
 from .running_accuracy import RunningAccuracy
 
@@ -74,8 +76,6 @@ class ClassifierModule(L.LightningModule):
     def build_network(self) -> nn.Module:
         """The network; override to build something else from `self.hparams`."""
         hp = self.hparams
-        from lit_papers.models import build_model  # lazy: models -> core.registry -> core -> models
-
         return build_model(hp.arch, tuple(hp.input_shape), hp.num_classes, **(hp.arch_kwargs or {}))
 
     def setup(self, stage: str) -> None:

@@ -13,7 +13,7 @@ import math
 import torch
 from lightning.pytorch import Callback
 
-from .errors import RunFailed
+from lit_papers.errors import RunFailed
 
 
 class NonFiniteGuard(Callback):

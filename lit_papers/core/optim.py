@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from .registry import Registry
+from lit_papers.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("lr_schedule")

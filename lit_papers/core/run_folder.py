@@ -10,7 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .errors import UsageError
+from lit_papers.errors import UsageError
 
 VERSION_ENV = "LIT_PAPERS_RUN_VERSION"
 _VERSION_RE = re.compile(r"^version_(\d+)$")

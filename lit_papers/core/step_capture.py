@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
-from .registry import Registry
+from lit_papers.registry import Registry
 
 #: how each optimizer step runs; values say whether the mode needs a CUDA device
 STEP_CAPTURE = Registry("step_capture")

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from lit_papers.core.registry import Registry
+from lit_papers.registry import Registry
 
 # A corruption: (train_x, train_y, prob, num_classes, generator) -> transform(x, y, generator) -> (x, y)
 Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lit_papers.core.errors import DatasetUnavailable
-from lit_papers.core.registry import Registry
+from lit_papers.errors import DatasetUnavailable
+from lit_papers.registry import Registry
 
 DATASETS = Registry("dataset")
 EMBEDDED = ("mnist5k", "digits")

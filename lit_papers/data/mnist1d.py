@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lit_papers.core.errors import DatasetUnavailable
+from lit_papers.errors import DatasetUnavailable
 
 #: the package's defaults: 5,000 signals, generator seed 42
 DEFAULT_SAMPLES, DEFAULT_SEED = 5000, 42

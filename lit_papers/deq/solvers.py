@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lit_papers.core.registry import Registry
+from lit_papers.registry import Registry
 
 SOLVERS = Registry("deq solver")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from lit_papers.core.registry import Registry
+from lit_papers.registry import Registry
 
 from .masks import PRUNABLE_LAYERS
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from lit_papers.core.registry import Registry
+from lit_papers.registry import Registry
 
 PRUNING = Registry("pruning strategy")
 

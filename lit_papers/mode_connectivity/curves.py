@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lit_papers.core.registry import Registry
+from lit_papers.registry import Registry
 
 CURVES = Registry("curve")
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_papers.core.registry import Registry
+from lit_papers.registry import Registry
 
 CYCLES = Registry("ensemble schedule")
 

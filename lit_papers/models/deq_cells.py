@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-from lit_papers.core.registry import Registry
+from lit_papers.registry import Registry
 
 from .registry import MODELS
 

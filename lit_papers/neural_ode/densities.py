@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lit_papers.core.registry import Registry
+from lit_papers.registry import Registry
 
 
 @dataclass(frozen=True)

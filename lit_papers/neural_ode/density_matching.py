@@ -20,7 +20,7 @@ from torch import nn
 
 from lit_papers.core import save_figure
 from lit_papers.core.optim import OPTIMIZERS, SCHEDULES, configure_from_hparams
-from lit_papers.core.registry import Registry
+from lit_papers.registry import Registry
 
 from .base_samples import rows_of_step
 from .cnf import CNF, standard_normal_logprob

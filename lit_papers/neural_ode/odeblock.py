@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from lit_papers.core.errors import RunFailed
+from lit_papers.errors import RunFailed
 
 
 @dataclass(frozen=True)
