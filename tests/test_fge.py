@@ -1,16 +1,29 @@
-"""FGE identities: the per-iteration triangle LR, member count, snapshot point, ensemble = mean softmax."""
+"""FGE identities: the per-iteration triangle LR, member count, snapshot point, ensemble = mean softmax,
+and the equal-budget single network trained in the same run."""
 
 import lightning as L
 import pytest
 import torch
 from lightning.pytorch import Callback
 
+from lit_papers.core import ClassifierModule
 from lit_papers.data import VisionDataModule
 from lit_papers.mode_connectivity import FGEModule
 from lit_papers.mode_connectivity.fge import CYCLES, ProbabilityEnsemble, ensemble_predict, triangle_lr
 from lit_papers.models import build_model
 
 A1, A2 = 0.08, 0.002
+
+
+def paper_fge_lr(i: int, n: int, alpha1: float, alpha2: float) -> float:
+    """Garipov et al. (Sec. 4): iteration i >= 1 of n-iteration cycles, t(i) = (mod(i - 1, n) + 1) / n."""
+    t = ((i - 1) % n + 1) / n
+    return (1 - 2 * t) * alpha1 + 2 * t * alpha2 if t <= 0.5 else (2 - 2 * t) * alpha2 + (2 * t - 1) * alpha1
+
+
+def swa_linear(step: int, total: int) -> float:
+    t = step / total
+    return 1.0 if t <= 0.5 else (1.0 - (t - 0.5) / 0.4 * 0.99 if t <= 0.9 else 0.01)
 
 
 def test_triangle_lr_at_cycle_start_quarter_middle():
@@ -57,10 +70,13 @@ def test_probability_ensemble_is_the_mean_of_member_softmaxes():
 
 class _RecordLR(Callback):
     def __init__(self):
-        self.lrs, self.states, self.starts, self.opt_state = {}, {}, {}, {}
+        self.lrs, self.single_lrs, self.states, self.starts, self.opt_state = {}, {}, {}, {}, {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.lrs[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
+        groups = trainer.optimizers[0].param_groups
+        self.lrs[trainer.global_step] = groups[0]["lr"]  # the LR this step's optimizer update uses
+        if len(groups) > 1:
+            self.single_lrs[trainer.global_step] = groups[1]["lr"]
         if batch_idx == 0:  # after the module's on_train_epoch_start: the weights the epoch starts from
             self.starts[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
             self.opt_state[trainer.current_epoch] = len(trainer.optimizers[0].state)
@@ -69,27 +85,46 @@ class _RecordLR(Callback):
         self.states[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
 
 
-def _fit(schedule="fge", pretrain=1, cycle=2, cycles=3, batches=4):
+def _trainer(max_epochs, batches, callbacks=()):
+    return L.Trainer(max_epochs=max_epochs, limit_train_batches=batches,
+                     limit_val_batches=1, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks),
+                     accelerator="cpu")
+
+
+def _fit(schedule="fge", pretrain=1, cycle=2, cycles=3, batches=4, single=False):
     dm = VisionDataModule(dataset="digits", batch_size=32, val_size=100, eval_batch_size=500)
     model = FGEModule(arch="mlp", arch_kwargs={"hidden": [32], "batch_norm": True}, lr=0.05,
-                      schedule=schedule, alpha1=A1, alpha2=A2, cycle_epochs=cycle, pretrain_epochs=pretrain)
+                      schedule=schedule, alpha1=A1, alpha2=A2, cycle_epochs=cycle, pretrain_epochs=pretrain,
+                      single_baseline=single)
     record = _RecordLR()
-    trainer = L.Trainer(max_epochs=pretrain + cycles * cycle, limit_train_batches=batches,
-                        limit_val_batches=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[record],
-                        accelerator="cpu")
+    trainer = _trainer(pretrain + cycles * cycle, batches, [record])
     trainer.fit(model, datamodule=dm)
     return model, record, dm, trainer
 
 
-def test_fge_fit_lr_members_and_ensemble():
-    model, record, dm, trainer = _fit()
+def test_fge_fit_applies_the_papers_lr_at_every_step():
+    model, record, _, _ = _fit()
     cycle_steps, start = 8, 4  # one pretraining epoch of 4 steps, then cycles of 2 epochs x 4 steps
+    assert sorted(record.lrs) == list(range(start + 3 * cycle_steps))
+    for step in range(start):  # pretraining: the ordinary recipe (swa_linear) over its own epochs
+        assert record.lrs[step] == pytest.approx(0.05 * swa_linear(step, start), rel=1e-12)
+    for step in range(start, start + 3 * cycle_steps):
+        i = step - start + 1  # the paper's iteration count inside the cycling phase
+        assert record.lrs[step] == pytest.approx(paper_fge_lr(i, cycle_steps, A1, A2), rel=1e-12), step
     for k in range(3):
         s = start + k * cycle_steps
-        assert record.lrs[s] == pytest.approx(A1)
-        assert record.lrs[s + cycle_steps // 4] == pytest.approx((A1 + A2) / 2)
-        assert record.lrs[s + cycle_steps // 2] == pytest.approx(A2)
+        # The cycle's first step is one step down the triangle; its last step is back at alpha1.
+        assert record.lrs[s] == pytest.approx(A1 - 2 * (A1 - A2) / cycle_steps)
+        assert record.lrs[s + cycle_steps - 1] == pytest.approx(A1)
+        # The step just before the snapshot (last step of the cycle's first epoch) takes exactly alpha2.
+        assert record.lrs[s + cycle_steps // 2 - 1] == pytest.approx(A2)
+        assert record.lrs[s + cycle_steps // 4 - 1] == pytest.approx((A1 + A2) / 2)
+    assert min(record.lrs.values()) == pytest.approx(A2)
+
+
+def test_fge_fit_lr_members_and_ensemble():
+    model, record, dm, trainer = _fit()
     assert model.ensemble.members == 3 == len(model.members) == model.num_members  # epochs / c
     # Members are the weights at the end of the first epoch of each cycle, where the LR reaches alpha2.
     for k, state in enumerate(model.members):
@@ -129,3 +164,32 @@ def test_independent_members_restart_from_fresh_weights():
     assert record.opt_state[1] == 0 and record.opt_state[0] == 0
     with pytest.raises(ValueError, match="pretrain_epochs: 0"):
         FGEModule(schedule="independent", pretrain_epochs=5)
+
+
+def test_single_baseline_is_the_ordinary_recipe_trained_in_the_same_run():
+    torch.manual_seed(3)
+    model, record, dm, trainer = _fit(single=True)
+    total = 4 + 3 * 8
+    for step in range(total):  # the ordinary schedule over the whole budget, on the second group
+        assert record.single_lrs[step] == pytest.approx(0.05 * swa_linear(step, total), rel=1e-12)
+    # The same seed's network with that schedule, trained alone, ends at the same weights.
+    torch.manual_seed(3)
+    alone = ClassifierModule(arch="mlp", arch_kwargs={"hidden": [32], "batch_norm": True}, optimizer="sgd",
+                             lr=0.05, momentum=0.9, weight_decay=5e-4, lr_schedule="swa_linear")
+    _trainer(total // 4, 4).fit(alone, datamodule=VisionDataModule(dataset="digits", batch_size=32, val_size=100,
+                                                                   eval_batch_size=500))
+    for name, value in alone.net.state_dict().items():
+        torch.testing.assert_close(model.single.state_dict()[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    # Logged: the single network's test accuracy and NLL after the last epoch.
+    probs = torch.softmax(alone.net.eval()(dm.test_x), -1)
+    logged = trainer.callback_metrics
+    assert logged["fge/single_acc"].item() == pytest.approx((probs.argmax(1) == dm.test_y).float().mean().item())
+    nll = -probs.gather(1, dm.test_y[:, None]).log().mean().item()
+    assert logged["fge/single_nll"].item() == pytest.approx(nll, rel=1e-4)
+    assert {"fge/val_single_acc", "fge/val_ensemble_acc", "fge/val_best_member_acc"} <= set(logged)
+    # The twin does not perturb FGE: the members are those of the same run without it.
+    torch.manual_seed(3)
+    without, _, _, _ = _fit(single=False)
+    for got, expected in zip(model.members, without.members):
+        for name, value in expected.items():
+            torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=name)

@@ -1,12 +1,16 @@
 """Fast Geometric Ensembling (Garipov et al. 2018, Sec. 4) and its equal-budget baselines.
 
-A cyclic schedule is data: the LR as a function of the position p in [0, 1) inside a cycle,
-the position at which a member is snapshotted, and whether every cycle restarts from fresh
-weights. `CYCLES.get(name)(alpha1, alpha2)` returns a `CycleSchedule`:
+A cyclic schedule is data: the LR as a function of the position p in [0, 1] inside a cycle,
+where in the cycle its iterations sit, the position at which a member is snapshotted, and
+whether every cycle restarts from fresh weights. `CYCLES.get(name)(alpha1, alpha2)` returns a
+`CycleSchedule`:
 
 - `fge`: triangle alpha1 -> alpha2 (p = 1/2) -> alpha1, snapshot at the LR minimum, p = 1/2.
-- `sse`: Snapshot Ensembles (Huang et al. 2017): cosine alpha1 -> 0 restarted every cycle,
-  snapshot at the end of each cycle.
+  Iteration i (counted from 1) of a cycle of n iterations sits at the paper's
+  t(i) = (mod(i - 1, n) + 1) / n: the cycle's first step is already below alpha1, the step that
+  ends the cycle's first half takes exactly alpha2 (the snapshot follows it), the last takes alpha1.
+- `sse`: Snapshot Ensembles (Huang et al. 2017): cosine alpha1 -> 0 restarted every cycle, with
+  Huang et al.'s mod(i - 1, n) / n (the first step takes alpha1), snapshot at the end of each cycle.
 - `independent`: every cycle re-initialises the network and trains it with the module's own
   recipe (`lr`, `lr_schedule`) restarted over the cycle, snapshot at the end: an ensemble of
   independently trained networks (alpha1/alpha2 unused).
@@ -40,9 +44,14 @@ def triangle_lr(position: float, alpha1: float, alpha2: float) -> float:
 
 @dataclass(frozen=True)
 class CycleSchedule:
-    lr: Optional[Callable[[float], float]]  # position in the cycle, [0, 1) -> LR; None: normal recipe
+    lr: Optional[Callable[[float], float]]  # position in the cycle, [0, 1] -> LR; None: normal recipe
     snapshot_at: float  # position of the snapshot (0.5 = middle, 1.0 = end of the cycle)
     restart: bool = False  # re-initialise the network at the start of every cycle
+    step_offset: int = 0  # 1: the k-th step (from 0) of a cycle sits at (k + 1) / n, as in FGE's t(i)
+
+    def position(self, step: int, length: int) -> float:
+        """Position in the cycle of step `step` (0-based, counted from the first cycle) of `length`-step cycles."""
+        return (step % length + self.step_offset) / length
 
     def snapshot_epoch(self, cycle_epochs: int) -> int:
         """0-based epoch inside a cycle at whose end the member is taken."""
@@ -55,7 +64,7 @@ class CycleSchedule:
 
 @CYCLES.register("fge")
 def fge_cycle(alpha1: float, alpha2: float) -> CycleSchedule:
-    return CycleSchedule(lr=lambda p: triangle_lr(p, alpha1, alpha2), snapshot_at=0.5)
+    return CycleSchedule(lr=lambda p: triangle_lr(p, alpha1, alpha2), snapshot_at=0.5, step_offset=1)
 
 
 @CYCLES.register("sse")

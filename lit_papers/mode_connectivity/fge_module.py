@@ -5,22 +5,31 @@ Epochs [0, pretrain_epochs) train the network normally (`lr`, `lr_schedule`), un
 `cycle_epochs` epochs following the cyclic schedule `schedule` (see `fge.CYCLES`), changed every
 iteration; at each cycle's snapshot point the network becomes an ensemble member. After every new
 member the ensemble (mean of member softmax probabilities) is evaluated on the test set and
-`fge/ensemble_acc`, `fge/ensemble_nll`, `fge/member_acc`, `fge/best_member_acc` are logged.
+`fge/ensemble_acc`, `fge/ensemble_nll`, `fge/member_acc`, `fge/best_member_acc` are logged,
+and on the validation split as `fge/val_ensemble_acc`, ... (for choosing hyper-parameters).
 
 Baselines at an equal budget of B epochs: `schedule: sse, pretrain_epochs: 0` (Snapshot
 Ensembles) and `schedule: independent, pretrain_epochs: 0, cycle_epochs: B` (one independent
-network; cycle_epochs B/M gives M independent networks of B/M epochs each).
+network; cycle_epochs B/M gives M independent networks of B/M epochs each). `single_baseline:
+true` also trains, in the same run, a copy of the initial network with the ordinary recipe (`lr`,
+`lr_schedule`) over all B epochs, on the same batches: the paper's equal-budget single network,
+logged every epoch as `fge/single_acc`, `fge/single_nll` (test) and `fge/val_single_*`. Both nets
+are two parameter groups of one optimizer (disjoint parameters: the summed loss gives each its
+own gradient), each with its own per-step LR. The run folder gets `fge.json` with every member's
+metrics and the single network's.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Sequence
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
-from lit_papers.core import ClassifierModule, save_figure
+from lit_papers.core import ClassifierModule, run_dir, save_figure
 from lit_papers.core.classifier import parent_args
 from lit_papers.core.optim import SCHEDULES, build_optimizer
 
@@ -42,6 +51,8 @@ class FGEModule(ClassifierModule):
         checkpoint: a trained ClassifierModule checkpoint (or state dict) to start the cycles from.
         bn_update: recompute exact BatchNorm statistics for each member before it is evaluated.
         keep_members: keep member weights (CPU) for `ensemble_forward` and in checkpoints.
+        single_baseline: also train a copy of the initial network with the ordinary recipe for the
+            whole fit (see the module docstring); it doubles the cost of a step.
     """
 
     test_after_fit = False  # the ensemble is evaluated on the test set after every member
@@ -56,7 +67,7 @@ class FGEModule(ClassifierModule):
                  milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1,
                  schedule: str = "fge", alpha1: float = 0.05, alpha2: float = 0.0005, cycle_epochs: int = 2,
                  pretrain_epochs: int = 10, checkpoint: Optional[str] = None, bn_update: bool = False,
-                 keep_members: bool = True):
+                 keep_members: bool = True, single_baseline: bool = False):
         cycle = CYCLES.get(schedule)(alpha1, alpha2)  # fails fast on the name
         if cycle_epochs < 1:
             raise ValueError(f"cycle_epochs must be >= 1, got {cycle_epochs}")
@@ -68,9 +79,14 @@ class FGEModule(ClassifierModule):
             raise ValueError(f"need alpha1 > 0 and alpha2 >= 0, got {alpha1}, {alpha2}")
         super().__init__(**parent_args(ClassifierModule, locals()))
         self.cycle = cycle
-        self.ensemble = ProbabilityEnsemble()
+        self.ensemble = ProbabilityEnsemble()  # test set
+        self.val_ensemble = ProbabilityEnsemble()  # validation split (empty without one)
         self.members: list[dict[str, torch.Tensor]] = []  # CPU state dicts when keep_members
         self.history: list[dict[str, float]] = []  # metrics after each member
+        self.single_metrics: dict[str, float] = {}  # the single network's, after the latest epoch
+        self.single: Optional[torch.nn.Module] = None
+        if self.net is not None:
+            self._attach_single()
 
     def build_network(self):
         net = super().build_network()
@@ -82,6 +98,15 @@ class FGEModule(ClassifierModule):
                                  f"run of the same `arch` ({self.hparams.arch}) and `arch_kwargs`")
         return net
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        self._attach_single()
+
+    def _attach_single(self) -> None:
+        # The single network starts from the FGE network's initial weights (same seed, same init).
+        if self.hparams.single_baseline and self.single is None:
+            self.single = copy.deepcopy(self.net)
+
     # -- epochs and LR -----------------------------------------------------------------------
     @property
     def pretrain(self) -> int:
@@ -91,11 +116,18 @@ class FGEModule(ClassifierModule):
     def num_members(self) -> int:
         return (self.trainer.max_epochs - self.pretrain) // self.hparams.cycle_epochs
 
+    def check_trainer(self, trainer) -> None:
+        """The epoch budget holds the pretraining and whole cycles; called before the run folder exists."""
+        cycling, cycle = trainer.max_epochs - self.pretrain, self.hparams.cycle_epochs
+        if cycling < cycle or cycling % cycle:
+            fit = self.pretrain + cycle * max(cycling // cycle, 1)
+            raise ValueError(f"trainer.max_epochs - pretrain_epochs = {trainer.max_epochs} - {self.pretrain} = "
+                             f"{cycling} must be a positive multiple of cycle_epochs={cycle}: "
+                             f"set --trainer.max_epochs={fit} or change --model.init_args.pretrain_epochs / "
+                             f"cycle_epochs (a short check: --trainer.max_steps=N stops the run early)")
+
     def on_fit_start(self) -> None:
-        cycling = self.trainer.max_epochs - self.pretrain
-        if cycling < self.hparams.cycle_epochs or cycling % self.hparams.cycle_epochs:
-            raise ValueError(f"trainer.max_epochs - pretrain_epochs = {cycling} must be a positive multiple "
-                             f"of cycle_epochs={self.hparams.cycle_epochs}")
+        self.check_trainer(self.trainer)
 
     def lr_at(self, step: int, per_epoch: int) -> float:
         """The learning rate of optimizer step `step` (`per_epoch` steps per epoch)."""
@@ -107,16 +139,37 @@ class FGEModule(ClassifierModule):
         length = hp.cycle_epochs * per_epoch
         if self.cycle.lr is None:  # independent members: the normal recipe, restarted every cycle
             return hp.lr * recipe((step - pre) % length, length)
-        return self.cycle.lr(((step - pre) % length) / length)
+        return self.cycle.lr(self.cycle.position(step - pre, length))
+
+    def single_lr_at(self, step: int, total: int) -> float:
+        """The single network's LR at step `step`: the ordinary recipe over all `total` steps."""
+        hp = self.hparams
+        return hp.lr * SCHEDULES.get(hp.lr_schedule)(milestones=hp.milestones, gamma=hp.gamma)(step, total)
 
     def configure_optimizers(self):
         hp = self.hparams
-        opt = build_optimizer(hp.optimizer, self.parameters(), lr=hp.lr, momentum=hp.momentum,
-                              weight_decay=hp.weight_decay, nesterov=hp.nesterov)
-        per_epoch = max(int(self.trainer.estimated_stepping_batches) // max(self.trainer.max_epochs, 1), 1)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        per_epoch = max(total // max(self.trainer.max_epochs, 1), 1)
         # LambdaLR multiplies the base LR (hp.lr); the cycle sets absolute values, hence the division.
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.lr_at(step, per_epoch) / hp.lr)
+        groups = [{"params": list(self.net.parameters())}]
+        factors = [lambda step: self.lr_at(step, per_epoch) / hp.lr]
+        if self.single is not None:
+            groups.append({"params": list(self.single.parameters())})
+            factors.append(lambda step: self.single_lr_at(step, total) / hp.lr)
+        opt = build_optimizer(hp.optimizer, groups, lr=hp.lr, momentum=hp.momentum,
+                              weight_decay=hp.weight_decay, nesterov=hp.nesterov)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factors)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        if self.single is None:
+            return loss
+        x, y = batch
+        single_loss = F.cross_entropy(self.single(x), y)
+        if self._logging_step():
+            self.log("fge/single_train_loss", single_loss)
+        return loss + single_loss  # disjoint parameters: each network gets its own gradient
 
     def _cycle_position(self, epoch: int) -> tuple[int, int]:
         """(cycle index, epoch inside the cycle) of a cycling epoch."""
@@ -135,44 +188,89 @@ class FGEModule(ClassifierModule):
                 torch.manual_seed((torch.initial_seed() + 10_000 * cycle) % 2**63)
                 fresh = super().build_network()
             self.net.load_state_dict(fresh.state_dict())
-            for opt in self.trainer.optimizers:
-                opt.state.clear()
+            for opt in self.trainer.optimizers:  # the single network (if any) keeps its momentum
+                for param in self.net.parameters():
+                    opt.state.pop(param, None)
 
     # -- members -----------------------------------------------------------------------------
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         epoch = self.current_epoch
-        if epoch < self.pretrain:
-            return
-        _, inside = self._cycle_position(epoch)
-        if inside == self.cycle.snapshot_epoch(self.hparams.cycle_epochs):
-            self.add_member()
+        if epoch >= self.pretrain:
+            _, inside = self._cycle_position(epoch)
+            if inside == self.cycle.snapshot_epoch(self.hparams.cycle_epochs):
+                self.add_member()
+        if self.single is not None:
+            self.log_single()
+
+    def _eval_splits(self) -> dict[str, list]:
+        """Metric-key prefix -> evaluation batches: the test set (""), the validation split ("val_")."""
+        dm = self.trainer.datamodule
+        splits = {"": list(dm.test_dataloader())}
+        val = dm.val_dataloader()
+        if val:
+            splits["val_"] = list(val)
+        return splits
 
     @torch.no_grad()
     def add_member(self) -> dict[str, float]:
-        """Snapshot the current network, add its test probabilities to the ensemble, log metrics."""
+        """Snapshot the current network, add its test (and val) probabilities to the ensemble, log metrics."""
         dm = self.trainer.datamodule
         if self.hparams.bn_update and has_batchnorm(self.net):
             recompute_bn(self.net, self.net, dm.train_dataloader())
-        test = list(dm.test_dataloader())
-        targets = torch.cat([y for _, y in test]).cpu()
-        probs = predict_probs(self.net, test, device=self.device)
-        self.ensemble.add(probs)
         if self.hparams.keep_members:
             self.members.append({k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()})
-        member = probability_metrics(probs.double().cpu(), targets)
-        ens = self.ensemble.metrics(targets)
-        best = max([h["fge/member_acc"] for h in self.history] + [member["acc"]])
-        metrics = {"fge/members": float(self.ensemble.members), "fge/member_acc": member["acc"],
-                   "fge/member_nll": member["nll"], "fge/best_member_acc": best,
-                   "fge/ensemble_acc": ens["acc"], "fge/ensemble_nll": ens["nll"]}
+        metrics = {"fge/members": float(self.ensemble.members + 1)}
+        for prefix, batches in self._eval_splits().items():
+            ensemble = self.ensemble if not prefix else self.val_ensemble
+            targets = torch.cat([y for _, y in batches]).cpu()
+            probs = predict_probs(self.net, batches, device=self.device)
+            ensemble.add(probs)
+            member, ens = probability_metrics(probs.double().cpu(), targets), ensemble.metrics(targets)
+            key = f"fge/{prefix}"
+            best = max([h[f"{key}member_acc"] for h in self.history if f"{key}member_acc" in h] + [member["acc"]])
+            metrics.update({f"{key}member_acc": member["acc"], f"{key}member_nll": member["nll"],
+                            f"{key}best_member_acc": best, f"{key}ensemble_acc": ens["acc"],
+                            f"{key}ensemble_nll": ens["nll"]})
         self.history.append(metrics)
+        for key, value in metrics.items():
+            self.log(key, value)
+        self.write_record()
+        return metrics
+
+    @torch.no_grad()
+    def log_single(self) -> dict[str, float]:
+        """Evaluate the single network (ordinary recipe, whole budget) on test and val; log fge/single_*."""
+        metrics = {}
+        for prefix, batches in self._eval_splits().items():
+            targets = torch.cat([y for _, y in batches]).cpu()
+            probs = predict_probs(self.single, batches, device=self.device)
+            for name, value in probability_metrics(probs.double().cpu(), targets).items():
+                metrics[f"fge/{prefix}single_{name}"] = value
+        self.single_metrics = metrics
         for key, value in metrics.items():
             self.log(key, value)
         return metrics
 
+    def write_record(self) -> None:
+        """`fge.json` in the run folder: the schedule, every member's metrics, the single network's."""
+        folder = run_dir(self.trainer)
+        if folder is None or not self.trainer.is_global_zero:
+            return
+        hp = self.hparams
+        config = {k: hp[k] for k in ("arch", "schedule", "alpha1", "alpha2", "cycle_epochs", "lr",
+                                     "lr_schedule", "momentum", "weight_decay", "single_baseline")}
+        config.update(pretrain_epochs=self.pretrain, max_epochs=self.trainer.max_epochs,
+                      seed=torch.initial_seed())
+        record = {"config": config, "members": self.history, "single": self.single_metrics}
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "fge.json").write_text(json.dumps(record, indent=2))
+
     def on_train_end(self) -> None:
+        self.write_record()
         if self.history:
-            save_figure(self.trainer, ensemble_figure(self.history, self.hparams.schedule), "fge_ensemble")
+            fig = ensemble_figure(self.history, self.hparams.schedule, single=self.single_metrics or None)
+            save_figure(self.trainer, fig, "fge_ensemble")
 
     def member_networks(self) -> list[torch.nn.Module]:
         """The kept members as networks (eval mode)."""
@@ -191,12 +289,16 @@ class FGEModule(ClassifierModule):
 
     # -- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["fge"] = {"ensemble": self.ensemble.state_dict(), "history": list(self.history),
+        checkpoint["fge"] = {"ensemble": self.ensemble.state_dict(), "val_ensemble": self.val_ensemble.state_dict(),
+                             "history": list(self.history), "single": dict(self.single_metrics),
                              "members": self.members if self.hparams.keep_members else []}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("fge")
         if state:
             self.ensemble.load_state_dict(state["ensemble"])
+            if "val_ensemble" in state:
+                self.val_ensemble.load_state_dict(state["val_ensemble"])
             self.history = list(state["history"])
+            self.single_metrics = dict(state.get("single", {}))
             self.members = list(state["members"])

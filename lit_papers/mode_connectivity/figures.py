@@ -60,14 +60,19 @@ def plane_figure(grid: Mapping[str, np.ndarray], curve_xy: Sequence[tuple[float,
     return fig
 
 
-def ensemble_figure(history: Sequence[Mapping[str, float]], schedule: str = "fge"):
-    """Test accuracy of each member and of the ensemble of the first k members, against k."""
+def ensemble_figure(history: Sequence[Mapping[str, float]], schedule: str = "fge",
+                    single: Mapping[str, float] | None = None):
+    """Test accuracy and NLL of each member and of the ensemble of the first k members, against k;
+    `single` (fge/single_acc, fge/single_nll) adds the equal-budget single network as a line."""
     fig, (ax_acc, ax_nll) = plt.subplots(1, 2, figsize=(10, 3.8))
     k = [int(h["fge/members"]) for h in history]
     ax_acc.plot(k, [100 * h["fge/ensemble_acc"] for h in history], "o-", label=f"{schedule} ensemble")
     ax_acc.plot(k, [100 * h["fge/member_acc"] for h in history], "s--", label="member k")
     ax_nll.plot(k, [h["fge/ensemble_nll"] for h in history], "o-", label=f"{schedule} ensemble")
     ax_nll.plot(k, [h["fge/member_nll"] for h in history], "s--", label="member k")
+    if single:
+        ax_acc.axhline(100 * single["fge/single_acc"], color="k", ls=":", label="single net, same budget")
+        ax_nll.axhline(single["fge/single_nll"], color="k", ls=":", label="single net, same budget")
     ax_acc.set(xlabel="members", ylabel="test accuracy (%)", title="accuracy")
     ax_nll.set(xlabel="members", ylabel="test NLL", title="NLL")
     for ax in (ax_acc, ax_nll):
