@@ -120,7 +120,7 @@ def test_captured_population_equals_eager_population():
 def test_member_labels_are_corrupted_per_member_and_train_independently():
     """Member k learns from label column k: the clean member (p=0) is the clean single run, and
     the corruption levels redraw the expected fractions of labels."""
-    from lit_papers.core.population_data import MemberLabelsDataModule
+    from lit_papers.data.member_labels import MemberLabelsDataModule
 
     dm = MemberLabelsDataModule(member_probs=[0.0, 0.5, 1.0], member_seed=3, dataset="mnist5k",
                                 batch_size=60, val_size=200, train_subset=480, eval_batch_size=200)

@@ -25,7 +25,6 @@ from torch.func import functional_call, stack_module_state, vmap
 from .chunked_classifier import ChunkedClassifierModule
 from .classifier import parent_args
 from .figures import run_dir, save_figure
-from .population_data import MemberLabelsDataModule  # noqa: F401  (registered with the module)
 
 
 def _key(name: str) -> str:

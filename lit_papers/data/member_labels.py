@@ -14,8 +14,8 @@ from typing import Optional
 
 import torch
 
-from lit_papers.data import VisionDataModule
-from lit_papers.data.corruptions import apply_corruption
+from .corruptions import apply_corruption
+from .vision import VisionDataModule
 
 LABEL_KINDS = ("partial_labels", "random_labels")
 
