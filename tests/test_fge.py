@@ -1,6 +1,8 @@
 """FGE identities: the per-iteration triangle LR, member count, snapshot point, ensemble = mean softmax,
 and the equal-budget single network trained in the same run."""
 
+import json
+
 import lightning as L
 import pytest
 import torch
@@ -71,6 +73,7 @@ def test_probability_ensemble_is_the_mean_of_member_softmaxes():
 class _RecordLR(Callback):
     def __init__(self):
         self.lrs, self.single_lrs, self.states, self.starts, self.opt_state = {}, {}, {}, {}, {}
+        self.single_states = {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         groups = trainer.optimizers[0].param_groups
@@ -83,6 +86,8 @@ class _RecordLR(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.states[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+        if getattr(pl_module, "single", None) is not None:
+            self.single_states[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.single.state_dict().items()}
 
 
 def _trainer(max_epochs, batches, callbacks=()):
@@ -92,11 +97,11 @@ def _trainer(max_epochs, batches, callbacks=()):
                      accelerator="cpu")
 
 
-def _fit(schedule="fge", pretrain=1, cycle=2, cycles=3, batches=4, single=False):
+def _fit(schedule="fge", pretrain=1, cycle=2, cycles=3, batches=4, single=False, horizon="pretrain"):
     dm = VisionDataModule(dataset="digits", batch_size=32, val_size=100, eval_batch_size=500)
     model = FGEModule(arch="mlp", arch_kwargs={"hidden": [32], "batch_norm": True}, lr=0.05,
                       schedule=schedule, alpha1=A1, alpha2=A2, cycle_epochs=cycle, pretrain_epochs=pretrain,
-                      single_baseline=single)
+                      single_baseline=single, pretrain_horizon=horizon)
     record = _RecordLR()
     trainer = _trainer(pretrain + cycles * cycle, batches, [record])
     trainer.fit(model, datamodule=dm)
@@ -193,3 +198,58 @@ def test_single_baseline_is_the_ordinary_recipe_trained_in_the_same_run():
     for got, expected in zip(model.members, without.members):
         for name, value in expected.items():
             torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_budget_horizon_pretrains_with_the_single_networks_schedule_prefix():
+    # The paper's FGE starts from epoch 160 of a 200-epoch run: pretraining is the recipe's prefix.
+    model, record, _, _ = _fit(pretrain=2, cycle=2, cycles=2, single=True, horizon="budget")
+    total, pre = 4 * 6, 4 * 2
+    for step in range(pre):
+        assert record.lrs[step] == record.single_lrs[step] == pytest.approx(0.05 * swa_linear(step, total))
+    for step in range(pre, total):
+        assert record.lrs[step] == pytest.approx(paper_fge_lr(step - pre + 1, 8, A1, A2))
+    # Same initial weights, batches and LRs: the two networks are identical until the first cycle.
+    for name, value in record.states[1].items():
+        assert torch.equal(record.single_states[1][name], value), name
+    assert not torch.equal(record.single_states[5]["layers.1.weight"], record.states[5]["layers.1.weight"])
+    with pytest.raises(ValueError, match="pretrain_horizon"):
+        FGEModule(pretrain_horizon="epochs")
+
+
+def test_fge_mnist1d_config_smoke_records_the_equal_budget_comparison(run_cli, tmp_path):
+    from lit_papers.mode_connectivity import fge_report
+
+    folder = run_cli(["fit", "--config", "configs/fge_mnist1d.yaml", "--config", "configs/overlays/debug.yaml",
+                      "--trainer.max_epochs=5", "--model.init_args.pretrain_epochs=1",
+                      "--model.init_args.cycle_epochs=2"])
+    final = json.loads((folder / "summary.json").read_text())["final"]
+    record = fge_report.read_run(folder)
+    assert [m["fge/members"] for m in record["members"]] == [1.0, 2.0]
+    assert final["fge/ensemble_acc"] == pytest.approx(record["members"][-1]["fge/ensemble_acc"])
+    assert final["fge/best_member_acc"] == pytest.approx(max(m["fge/member_acc"] for m in record["members"]))
+    assert final["fge/single_acc"] == pytest.approx(record["single"]["fge/single_acc"])
+    assert 0.0 <= final["fge/single_acc"] <= 1.0 and record["config"]["single_baseline"]
+    out = tmp_path / "fig.png"
+    table = fge_report.main(["--group", "fge", str(folder), "--out", str(out)])
+    assert "fge ensemble" in table and "single network" in table and out.stat().st_size > 0
+
+
+def test_report_table_is_mean_and_sample_sd_over_seeds(tmp_path):
+    from lit_papers.mode_connectivity import fge_report
+
+    def run(seed, accs, ens, single):
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        members = [{"fge/members": k + 1.0, "fge/member_acc": a, "fge/member_nll": 1.0 - a,
+                    "fge/ensemble_acc": e, "fge/ensemble_nll": 0.5} for k, (a, e) in enumerate(zip(accs, ens))]
+        (folder / "fge.json").write_text(json.dumps({"config": {"max_epochs": 40}, "members": members,
+                                                     "single": {"fge/single_acc": single, "fge/single_nll": 0.9}}))
+        return folder
+
+    folders = [run(0, [0.60, 0.70], [0.60, 0.66], 0.64), run(1, [0.65, 0.62], [0.65, 0.70], 0.62)]
+    table = fge_report.rows({"fge": [fge_report.read_run(f) for f in folders]})
+    ens, best, single = table
+    assert ens["acc"] == [0.66, 0.70] and best["acc"] == [0.70, 0.65] and single["acc"] == [0.64, 0.62]
+    assert best["nll"] == pytest.approx([0.30, 0.35])  # the NLL of the most accurate member
+    text = fge_report.markdown_table(table)
+    assert "| fge ensemble | 2 | 40 | 68.00 ± 2.83 % (66.0, 70.0) | 0.500 ± 0.000 (0.500, 0.500) | 2 |" in text

@@ -48,6 +48,10 @@ class FGEModule(ClassifierModule):
             alpha2 in the middle).
         cycle_epochs: cycle length c in epochs (even for FGE); members = cycle epochs / c.
         pretrain_epochs: normal training before the first cycle (ignored with `checkpoint`).
+        pretrain_horizon: `pretrain`: the recipe (`lr_schedule`) runs its whole course within the
+            pretraining epochs; `budget`: pretraining is the first `pretrain_epochs` of the recipe
+            laid over the whole fit, as the paper's FGE starts from epoch 160 of a 200-epoch run
+            (with `single_baseline` both networks are then identical until the first cycle).
         checkpoint: a trained ClassifierModule checkpoint (or state dict) to start the cycles from.
         bn_update: recompute exact BatchNorm statistics for each member before it is evaluated.
         keep_members: keep member weights (CPU) for `ensemble_forward` and in checkpoints.
@@ -66,7 +70,8 @@ class FGEModule(ClassifierModule):
                  weight_decay: float = 5e-4, nesterov: bool = False, lr_schedule: str = "swa_linear",
                  milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1,
                  schedule: str = "fge", alpha1: float = 0.05, alpha2: float = 0.0005, cycle_epochs: int = 2,
-                 pretrain_epochs: int = 10, checkpoint: Optional[str] = None, bn_update: bool = False,
+                 pretrain_epochs: int = 10, pretrain_horizon: str = "pretrain",
+                 checkpoint: Optional[str] = None, bn_update: bool = False,
                  keep_members: bool = True, single_baseline: bool = False):
         cycle = CYCLES.get(schedule)(alpha1, alpha2)  # fails fast on the name
         if cycle_epochs < 1:
@@ -75,6 +80,8 @@ class FGEModule(ClassifierModule):
         if cycle.restart and (pretrain_epochs > 0 or checkpoint is not None):
             raise ValueError("the `independent` schedule trains every member from scratch: "
                              "set pretrain_epochs: 0 and no checkpoint")
+        if pretrain_horizon not in ("pretrain", "budget"):
+            raise ValueError(f"pretrain_horizon must be `pretrain` or `budget`, got {pretrain_horizon!r}")
         if alpha1 <= 0 or alpha2 < 0:
             raise ValueError(f"need alpha1 > 0 and alpha2 >= 0, got {alpha1}, {alpha2}")
         super().__init__(**parent_args(ClassifierModule, locals()))
@@ -135,7 +142,8 @@ class FGEModule(ClassifierModule):
         recipe = SCHEDULES.get(hp.lr_schedule)(milestones=hp.milestones, gamma=hp.gamma)
         pre = self.pretrain * per_epoch
         if step < pre:
-            return hp.lr * recipe(step, pre)
+            horizon = pre if hp.pretrain_horizon == "pretrain" else per_epoch * self.trainer.max_epochs
+            return hp.lr * recipe(step, horizon)
         length = hp.cycle_epochs * per_epoch
         if self.cycle.lr is None:  # independent members: the normal recipe, restarted every cycle
             return hp.lr * recipe((step - pre) % length, length)
@@ -258,8 +266,8 @@ class FGEModule(ClassifierModule):
         if folder is None or not self.trainer.is_global_zero:
             return
         hp = self.hparams
-        config = {k: hp[k] for k in ("arch", "schedule", "alpha1", "alpha2", "cycle_epochs", "lr",
-                                     "lr_schedule", "momentum", "weight_decay", "single_baseline")}
+        config = {k: hp[k] for k in ("arch", "schedule", "alpha1", "alpha2", "cycle_epochs", "lr", "lr_schedule",
+                                     "momentum", "weight_decay", "single_baseline", "pretrain_horizon")}
         config.update(pretrain_epochs=self.pretrain, max_epochs=self.trainer.max_epochs,
                       seed=torch.initial_seed())
         record = {"config": config, "members": self.history, "single": self.single_metrics}
