@@ -18,11 +18,12 @@ from lightning.pytorch.cli import ArgsType, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 import lit_papers.modules  # noqa: F401  (registers every module and datamodule for short names)
-from lit_papers.core import run_folder
+from lit_papers.core import preflight, run_folder
 from lit_papers.errors import RunFailed, UsageError
 from lit_papers.core.guards import NonFiniteGuard
 from lit_papers.core.last_checkpoint import LastCheckpoint
-from lit_papers.core.preemption import Preemption
+from lit_papers.core.predictions import PredictionsFile
+from lit_papers.core.preemption import STOP_SIGNALS, Preemption
 from lit_papers.core.rng_state import RngState
 from lit_papers.core.summary import RunArtifacts
 
@@ -34,7 +35,11 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 
 class LitPapersCLI(LightningCLI):
     """LightningCLI whose runs each get `runs/<experiment>/<version>/` with metrics, checkpoints,
-    figures, config and summary; `--ckpt_path last|best` resolves inside the experiment's runs."""
+    figures, config and summary; `--ckpt_path last|best` resolves inside the experiment's runs.
+    `validate`/`test`/`predict` of a run's checkpoint write into `<run>/eval/<subcommand>-<n>/`."""
+
+    run_dir: Optional[Path] = None
+    exit_code: int = 0  # 128 + signal number when SIGTERM/SIGINT stopped the run
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--experiment", type=Optional[str], default=None,
@@ -95,12 +100,28 @@ class LitPapersCLI(LightningCLI):
     def _instantiate_trainer(self, config, callbacks):
         cfg = self.config_init[self.subcommand]
         if config.get("fast_dev_run") or config.get("logger") is False:
-            return super()._instantiate_trainer(config, callbacks)
+            trainer = super()._instantiate_trainer(config, callbacks)
+            preflight.check(self.model, self.datamodule, trainer, self.subcommand)
+            return trainer
         root = Path(cfg.get("run_root") or "runs")
+        run_folder.check_writable(root)
         experiment = self._experiment_name(cfg)
         resume = self._resolve_ckpt(cfg, root, experiment)
-        folder = run_folder.allocate(root, experiment, cfg.get("run_version"), resume)
+        # Build the trainer on the folder this run will get and make every check before the folder
+        # exists: a refused command leaves the runs tree as it was.
+        planned = run_folder.plan(root, experiment, cfg.get("run_version"), resume, self.subcommand)
+        trainer, loggers = self._trainer_for(planned, experiment, resume, dict(config), callbacks)
+        preflight.check(self.model, self.datamodule, trainer, self.subcommand)
+        folder = run_folder.claim(planned)
+        if folder != planned:  # a parallel run took the planned version meanwhile
+            trainer, loggers = self._trainer_for(folder, experiment, resume, dict(config), callbacks)
+        run_folder.record_wandb_id(folder, loggers)
         self.run_dir = folder
+        return trainer
+
+    def _trainer_for(self, folder: Path, experiment: str, resume: Optional[Path], config: dict, callbacks):
+        """The Trainer writing into `folder` (which need not exist yet), and our loggers."""
+        cfg = self.config_init[self.subcommand]
         ours = run_folder.make_loggers(folder, experiment, cfg["wandb_project"], cfg.get("wandb_entity"),
                                        cfg.get("wandb_mode"))
         user = config.get("logger")
@@ -108,12 +129,16 @@ class LitPapersCLI(LightningCLI):
         # The CSV logger goes first: Lightning takes trainer.log_dir (config.yaml) from it.
         config["logger"] = [ours[0], *[lg for lg in user if isinstance(lg, Logger)
                                        and not isinstance(lg, CSVLogger)], *ours[1:]]
-        config.setdefault("default_root_dir", str(folder))
         if config.get("default_root_dir") in (None, "", "."):
             config["default_root_dir"] = str(folder)
-        existing = list(config.get("callbacks") or [])
-        extra = [RunArtifacts(seed=self.config_init[self.subcommand].get("seed_everything"),
-                              experiment=experiment), RngState(), Preemption(), NonFiniteGuard()]
+        config["callbacks"] = list(config.get("callbacks") or [])
+        existing = config["callbacks"]
+        evaluating = self.subcommand in run_folder.EVALUATIONS
+        extra = [RunArtifacts(seed=cfg.get("seed_everything"), experiment=experiment,
+                              checkpoint=str(resume) if evaluating and resume else None),
+                 RngState(), Preemption(), NonFiniteGuard()]
+        if self.subcommand == "predict":
+            extra.append(PredictionsFile(folder))
         if not any(isinstance(cb, ModelCheckpoint) for cb in existing + list(callbacks)):
             monitor, mode = getattr(self.model, "checkpoint_monitor", None) or (None, "min")
             ckpts = folder / "checkpoints"
@@ -123,13 +148,24 @@ class LitPapersCLI(LightningCLI):
             # A second checkpoint for `last.ckpt`: Lightning's save_last only refreshes it when the best
             # checkpoint changes, which would resume from a stale epoch.
             extra.append(LastCheckpoint(ckpts, every_n_epochs=cfg.get("checkpoint_every_n_epochs", 1)))
-        return super()._instantiate_trainer(config, list(callbacks) + extra)
+        return super()._instantiate_trainer(config, list(callbacks) + extra), ours
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except (ValueError, TypeError) as err:
+            if not isinstance(err, UsageError):
+                err.during_run = True  # a failure of the run, not of the command line: traceback, exit 1
+            raise
 
     def after_fit(self) -> None:
         cfg = self.config_init[self.subcommand]
         wanted = cfg.get("test_after_fit")
         wanted = getattr(self.model, "test_after_fit", True) if wanted is None else wanted
         preempted = any(getattr(cb, "preempted", False) for cb in self.trainer.callbacks)
+        stop = next((cb.stopped_by for cb in self.trainer.callbacks if getattr(cb, "stopped_by", None)), None)
+        if stop in STOP_SIGNALS:  # SIGTERM / SIGINT: saved and stopped; exit 128 + signal number
+            self.exit_code = 128 + stop
         if not wanted or self.trainer.interrupted or preempted or self.trainer.fast_dev_run:
             return
         dm = self.datamodule
@@ -173,8 +209,9 @@ def main(args: ArgsType = None) -> LitPapersCLI | None:
 
         return sweep_main(argv[1:])
     try:
-        return _cli(None if args is None else argv)
+        cli = _cli(None if args is None else argv)
     except UsageError as err:
+        run_folder.discard_claimed()
         _fail(f"error: {_explain(err)}", EXIT_USAGE)
     except RunFailed as err:
         _fail(f"run failed: {_explain(err)}", 1)
@@ -185,13 +222,20 @@ def main(args: ArgsType = None) -> LitPapersCLI | None:
               f"--run_root at a larger disk, then resume with --ckpt_path last: checkpoints are written "
               f"atomically, so the last complete one is intact.", 1)
     except MisconfigurationException as err:  # Lightning's word for settings that contradict each other
+        run_folder.discard_claimed()
         _fail(f"error: {_explain(err)}", EXIT_USAGE)
     except (ValueError, TypeError) as err:
-        if os.environ.get("JSONARGPARSE_DEBUG") or os.environ.get("LIT_PAPERS_DEBUG"):
-            raise
-        # Raised while building the model/data from the config: the user's values are wrong.
+        if getattr(err, "during_run", False) or os.environ.get("JSONARGPARSE_DEBUG") \
+                or os.environ.get("LIT_PAPERS_DEBUG"):
+            raise  # a failure inside training: its traceback, exit 1, status in summary.json
+        # Raised while building the model/data/trainer from the config: the user's values are wrong.
+        run_folder.discard_claimed()
         _fail(f"error: {_explain(err)} (set LIT_PAPERS_DEBUG=1 for the traceback)", EXIT_USAGE)
-    return None
+    if cli is not None and cli.exit_code:
+        print(f"stopped by a signal: checkpoint saved in {cli.run_dir}; resume with --ckpt_path last "
+              f"(exit {cli.exit_code})", file=sys.stderr)
+        raise SystemExit(cli.exit_code)
+    return cli
 
 
 def _fail(message: str, code: int) -> None:

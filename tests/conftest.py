@@ -24,6 +24,7 @@ def run_cli(tmp_path, monkeypatch):
 
     monkeypatch.chdir(REPO)
     monkeypatch.delenv("LIT_PAPERS_RUN_VERSION", raising=False)
+    monkeypatch.delenv("LIT_PAPERS_RUN_DIR", raising=False)
 
     def run(args: list[str], root: Path | None = None) -> Path | None:
         root = root or tmp_path / "runs"
@@ -37,3 +38,4 @@ def run_cli(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def _fresh_version_env(monkeypatch):
     monkeypatch.delenv("LIT_PAPERS_RUN_VERSION", raising=False)
+    monkeypatch.delenv("LIT_PAPERS_RUN_DIR", raising=False)

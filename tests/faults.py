@@ -24,3 +24,14 @@ class SignalAt(Callback):
             return
         self.sent = True
         os.kill(os.getpid(), getattr(signal, self.sig))
+
+
+class RaiseAt(Callback):
+    """Raises `ValueError` inside training after step `step`: a failure of the run, not of its command."""
+
+    def __init__(self, step: int = 1):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            raise ValueError(f"injected failure at step {trainer.global_step}")

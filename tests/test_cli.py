@@ -90,8 +90,10 @@ def test_test_subcommand_on_best_checkpoint_reports_accuracy(run_cli):
     folder = run_cli(QUICK)
     again = run_cli(["test", "--config", "configs/classifier.yaml", "--ckpt_path=best",
                      "--trainer.limit_test_batches=1", "--trainer.accelerator=cpu"])
-    assert again == folder  # the test lands in the run it evaluates
-    assert 0.0 <= json.loads((folder / "summary.json").read_text())["final"]["test/acc"] <= 1.0
+    assert again == folder / "eval" / "test-0"  # its own folder inside the run it evaluates
+    summary = json.loads((again / "summary.json").read_text())
+    assert 0.0 <= summary["final"]["test/acc"] <= 1.0
+    assert summary["checkpoint"].startswith(str(folder / "checkpoints" / "best"))
 
 
 def test_wandb_mode_never_needs_a_login(monkeypatch, tmp_path):

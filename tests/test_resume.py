@@ -33,6 +33,7 @@ def cli_subprocess(args: list[str], root: Path, env: dict | None = None, timeout
                 "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
                 **(env or {})}
     full_env.pop("LIT_PAPERS_RUN_VERSION", None)
+    full_env.pop("LIT_PAPERS_RUN_DIR", None)
     return subprocess.run([sys.executable, "-m", "lit_papers", *args, f"--run_root={root}", *QUIET, *tail],
                           cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
 

@@ -2,6 +2,8 @@
 
 Lightning's CSV writer deletes an existing `metrics.csv` when its folder is not empty; a run
 resumed with `--ckpt_path last` continues in its own folder, so that would erase its history.
+Rows a killed part wrote after its last checkpoint are replayed by the resumed part, so they are
+dropped first (`drop_rows_from`): the file then holds each step once, as an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -32,3 +34,22 @@ class RunCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    def drop_rows_from(self, step: int) -> int:
+        """Remove the rows logged at `step` or later (a resume from a checkpoint taken at `step`
+        replays them); returns how many were removed."""
+        self.experiment.save()  # nothing of this part may be pending in the buffer
+        path = self.experiment.metrics_file_path
+        if not self._fs.isfile(path):
+            return 0
+        with self._fs.open(path, "r", newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows or "step" not in rows[0]:
+            return 0
+        col = rows[0].index("step")
+        keep = [r for r in rows[1:] if not (len(r) > col and r[col] and float(r[col]) >= step)]
+        removed = len(rows) - 1 - len(keep)
+        if removed:
+            with self._fs.open(path, "w", newline="") as f:
+                csv.writer(f).writerows([rows[0], *keep])
+        return removed

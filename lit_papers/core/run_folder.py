@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import netrc
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 from lit_papers.errors import UsageError
 
 VERSION_ENV = "LIT_PAPERS_RUN_VERSION"
+RUN_DIR_ENV = "LIT_PAPERS_RUN_DIR"  # the claimed folder, for DDP ranks > 0 (evaluation folders included)
 _VERSION_RE = re.compile(r"^version_(\d+)$")
 
 
@@ -109,14 +111,27 @@ def check_checkpoint_module(path: Path, class_path: str | None) -> None:
                          f"(--config {path.parent.parent / 'config.yaml'}), or pick a checkpoint of {class_path}.")
 
 
-def allocate(root: Path, experiment: str, version: str | None, resume_from: Path | None) -> Path:
-    """Create (or, when resuming, reuse) the run folder. Never hands out a folder that holds a run."""
+EVALUATIONS = ("validate", "test", "predict")
+_claimed: list[Path] = []  # folders (and experiment folders) this process created
+
+
+def plan(root: Path, experiment: str, version: str | None, resume_from: Path | None,
+         subcommand: str = "fit") -> Path:
+    """The folder this run will write to, computed without touching the disk.
+
+    `fit` resuming a run folder's checkpoint continues in that folder; an evaluation of a run
+    folder's checkpoint gets `<run>/eval/<subcommand>-<n>/`, so the training run's files stay
+    byte-identical; everything else gets a fresh version (`version_N`, or the scheduler's)."""
     if resume_from is not None and resume_from.parent.name == "checkpoints":
         folder = resume_from.parent.parent
+        if subcommand in EVALUATIONS:
+            if _is_child_rank() and os.environ.get(RUN_DIR_ENV):
+                return Path(os.environ[RUN_DIR_ENV])
+            return _next_free(folder / "eval", f"{subcommand}-")
         if folder.parent.resolve() == (root / experiment).resolve() and version in (None, folder.name):
             return folder  # continue the run in its own folder
-    if _is_child_rank() and os.environ.get(VERSION_ENV):
-        return root / experiment / os.environ[VERSION_ENV]
+    if _is_child_rank() and os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
     version = version or _scheduler_version()
     if version is not None:
         folder = root / experiment / version
@@ -126,21 +141,84 @@ def allocate(root: Path, experiment: str, version: str | None, resume_from: Path
                 f"run folder {folder} already holds a run and would be overwritten. Pick another "
                 f"--run_version, drop it to get the next free version, or resume that run with "
                 f"--ckpt_path {folder / 'checkpoints' / 'last.ckpt'}.")
-        folder.mkdir(parents=True, exist_ok=True)
-        os.environ[VERSION_ENV] = folder.name
         return folder
-    (root / experiment).mkdir(parents=True, exist_ok=True)
-    taken = [int(m.group(1)) for p in (root / experiment).iterdir() if (m := _VERSION_RE.match(p.name))]
-    n = max(taken, default=-1) + 1
-    while True:  # mkdir is the atomic claim: parallel sweep trials never share a folder
-        folder = root / experiment / f"version_{n}"
-        try:
-            folder.mkdir()
+    return _next_free(root / experiment, "version_")
+
+
+def _next_free(parent: Path, prefix: str) -> Path:
+    pattern = re.compile(rf"^{re.escape(prefix)}(\d+)$")
+    taken = [int(m.group(1)) for p in (parent.iterdir() if parent.is_dir() else ()) if (m := pattern.match(p.name))]
+    return parent / f"{prefix}{max(taken, default=-1) + 1}"
+
+
+def check_writable(root: Path) -> None:
+    """UsageError unless `root` exists as a writable folder or can be created (checked without creating it)."""
+    probe = root
+    while not probe.exists():
+        if probe.parent == probe:
             break
-        except FileExistsError:
-            n += 1
-    os.environ[VERSION_ENV] = folder.name
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not a folder" if probe.exists() and not probe.is_dir() else "is not writable"
+        raise UsageError(f"--run_root {root}: cannot create run folders there ({probe} {what}). Point --run_root "
+                         f"at a writable folder (default: runs).")
+
+
+def claim(folder: Path) -> Path:
+    """Create the planned folder and return it; a numbered one that a parallel run took meanwhile moves
+    to the next free number (mkdir is the atomic claim: parallel sweep trials never share a folder)."""
+    created, up = [], folder.parent
+    while not up.exists() and up.parent != up:
+        created.insert(0, up)
+        up = up.parent
+    try:
+        if folder.exists():  # a resumed run, a scheduler restart or the same DDP job's other rank
+            _export(folder)
+            return folder
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        prefix = re.match(r"^(version_|(?:validate|test|predict)-)\d+$", folder.name)
+        while True:
+            try:
+                folder.mkdir()
+                break
+            except FileExistsError:
+                if prefix is None:
+                    break  # a fixed version another rank created: share it
+                folder = _next_free(folder.parent, prefix.group(1))
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UsageError(f"cannot create the run folder {folder}: {err.strerror or err}. Point --run_root at a "
+                         f"writable folder.") from None
+    _claimed.extend([*created, folder])
+    _export(folder)
     return folder
+
+
+def _export(folder: Path) -> None:
+    os.environ[RUN_DIR_ENV] = str(folder.resolve())
+    if folder.parent.name != "eval":
+        os.environ[VERSION_ENV] = folder.name
+
+
+def discard_claimed() -> None:
+    """Remove the folders this process created (a command refused after its folder was made):
+    a refused command leaves the runs tree as it was."""
+    import shutil
+
+    *parents, folder = _claimed or [None]
+    if folder is not None and folder.is_dir() and not any(folder.glob("checkpoints/*.ckpt")):
+        shutil.rmtree(folder, ignore_errors=True)
+        for path in reversed(parents):
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+    _claimed.clear()
+
+
+def allocate(root: Path, experiment: str, version: str | None, resume_from: Path | None,
+             subcommand: str = "fit") -> Path:
+    """`plan` then `claim`: create (or, when resuming, reuse) the run folder."""
+    return claim(plan(root, experiment, version, resume_from, subcommand))
 
 
 def wandb_mode(requested: str | None) -> tuple[str, str | None]:
@@ -165,13 +243,27 @@ def _netrc_has_wandb() -> bool:
         return False
 
 
+def _run_name(folder: Path) -> str:
+    """`<experiment>/<version>`, or `<experiment>/<version>/eval/<subcommand>-<n>` for an evaluation."""
+    parts = folder.parts
+    return "/".join(parts[-4:] if folder.parent.name == "eval" else parts[-2:])
+
+
+def record_wandb_id(folder: Path, loggers: list) -> None:
+    """Write the W&B run id into the claimed folder (a resumed run continues the same W&B run)."""
+    for logger in loggers:
+        run_id = getattr(logger, "_id", None)
+        if run_id and not _is_child_rank() and type(logger).__name__ == "WandbLogger":
+            (folder / ".wandb_id").write_text(run_id)
+
+
 def make_loggers(folder: Path, experiment: str, project: str, entity: str | None, mode: str | None) -> list:
     """A CSVLogger writing `metrics.csv` into the run folder, and a WandbLogger beside it."""
     from lightning.pytorch.loggers import WandbLogger
 
     from .csv_log import RunCSVLogger
 
-    loggers = [RunCSVLogger(save_dir=str(folder.parent.parent), name=experiment, version=folder.name)]
+    loggers = [RunCSVLogger(save_dir=str(folder.parent.parent), name=folder.parent.name, version=folder.name)]
     resolved, notice = wandb_mode(mode)
     if resolved == "disabled":
         return loggers
@@ -181,9 +273,9 @@ def make_loggers(folder: Path, experiment: str, project: str, entity: str | None
     run_id = id_file.read_text().strip() if id_file.exists() else f"{experiment}-{folder.name}-{secrets.token_hex(3)}"
     if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
         run_id = os.environ["WANDB_RUN_ID"]  # a `wandb agent` trial: the sweep waits for this run id
-    if not _is_child_rank():
+    if not _is_child_rank() and folder.is_dir():  # a planned folder gets it when it is claimed
         id_file.write_text(run_id)
-    loggers.append(WandbLogger(project=project, entity=entity, group=experiment, name=f"{experiment}/{folder.name}",
+    loggers.append(WandbLogger(project=project, entity=entity, group=experiment, name=_run_name(folder),
                                id=run_id, save_dir=str(folder), offline=resolved == "offline",
                                settings={"silent": True, "init_timeout": 60}))
     return loggers

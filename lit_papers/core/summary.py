@@ -16,6 +16,7 @@ import lightning
 import torch
 from lightning.pytorch import Callback
 
+from .csv_log import RunCSVLogger
 from .figures import run_dir, save_figure
 
 
@@ -58,16 +59,21 @@ def peak_memory_mb(device: torch.device) -> float:
 class RunArtifacts(Callback):
     """Tracks final and best-so-far metrics; writes `summary.json` and `figures/learning_curve.png`.
 
-    The summary is merged into an existing one, so `fit` then `test` (or a resumed fit) keep
-    adding to the same file instead of replacing it.
+    The summary is merged into an existing one, so `fit` then its test after fit (or a resumed
+    fit) keep adding to the same file instead of replacing it. `wall_time_s` is the sum of the
+    fit's segments (`segments_s`: each resumed part, measured to its last record, including a
+    part killed after its last checkpoint). An evaluation of a checkpoint (`checkpoint` names
+    it) writes its own summary in its own folder.
     """
 
-    def __init__(self, seed: int | None = None, experiment: str | None = None):
+    def __init__(self, seed: int | None = None, experiment: str | None = None, checkpoint: str | None = None):
         self.seed = seed
         self.experiment = experiment
+        self.checkpoint = checkpoint
         self.best: dict[str, float] = {}
         self._t0 = time.perf_counter()
-        self._prior_wall = 0.0
+        self._prior_segments: list[float] = []
+        self._fitting = False
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _update_best(self, trainer) -> None:
@@ -81,9 +87,12 @@ class RunArtifacts(Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
+        self._fitting = True
         old = self._read(trainer)
-        self._prior_wall = float(old.get("wall_time_s", 0.0)) if trainer.ckpt_path else 0.0
-        self.best = dict(old.get("best", {})) if trainer.ckpt_path else {}
+        resumed = bool(trainer.ckpt_path)
+        prior = old.get("segments_s") or ([old["wall_time_s"]] if "wall_time_s" in old else [])
+        self._prior_segments = [float(x) for x in prior] if resumed else []
+        self.best = dict(old.get("best", {})) if resumed else {}
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
 
@@ -116,11 +125,22 @@ class RunArtifacts(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._started = True
+        if trainer.ckpt_path and trainer.is_global_zero:  # the steps after the checkpoint are replayed
+            for logger in trainer.loggers:
+                if isinstance(logger, RunCSVLogger) and Path(logger.log_dir) == run_dir(trainer):
+                    logger.drop_rows_from(trainer.global_step)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        # Every checkpoint also records the segment's time so far: a SIGKILL loses little of it.
+        if self._fitting and trainer.state.fn == "fit":
+            self._write(trainer, pl_module, status=None)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         # A failure before training started (e.g. a checkpoint that does not fit) leaves the
-        # summary of the run being resumed as it was.
-        if getattr(self, "_started", False):
+        # summary of the run being resumed as it was; a new run records its failure.
+        folder = run_dir(trainer)
+        new_run = folder is not None and not (folder / "summary.json").exists()
+        if getattr(self, "_started", False) or new_run:
             self._write(trainer, pl_module, status=f"failed: {type(exception).__name__}")
 
     def state_dict(self) -> dict:
@@ -147,7 +167,7 @@ class RunArtifacts(Callback):
         summary = self._read(trainer)
         final = summary.get("final", {})
         final.update(_scalar_metrics(trainer.callback_metrics))
-        wall = self._prior_wall + time.perf_counter() - self._t0
+        segment = round(time.perf_counter() - self._t0, 3)
         summary.update({
             "experiment": self.experiment,
             "version": folder.name,
@@ -166,9 +186,16 @@ class RunArtifacts(Callback):
             "git_commit": git_commit(),
             "command": " ".join(sys.argv),
         })
+        if self.checkpoint is not None:
+            summary.update({"checkpoint": self.checkpoint, "subcommand": trainer.state.fn})
+        if self._fitting:
+            segments = [*self._prior_segments, segment]
+            summary["segments_s"] = segments
+            summary["wall_time_s"] = round(sum(segments), 3)
+        elif status is not None:
+            summary["wall_time_s"] = segment
         if status is not None:
             summary["status"] = status
-            summary["wall_time_s"] = round(wall, 3)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / "summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))

@@ -52,6 +52,26 @@ def output_layer_name(weights: Mapping[str, Tensor]) -> str:
     return linear[-1] if linear else list(weights)[-1]
 
 
+def check_rates(strategy: str, rate: float, conv_rate: float | None = None,
+                output_rate: float | None = None) -> None:
+    """The per-round pruning rates a module was given, checked without building the network:
+    each in [0, 1); under `global` pruning (one threshold) every non-zero rate equal."""
+    for label, value in (("prune_rate", rate), ("conv_prune_rate", conv_rate),
+                         ("output_prune_rate", output_rate)):
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ValueError(f"model.{label} must be in [0, 1) (a fraction of the surviving weights "
+                             f"pruned per round), got {value}")
+    if strategy != "global":
+        return
+    used = {"prune_rate": rate, "conv_prune_rate": rate if conv_rate is None else conv_rate,
+            "output_prune_rate": rate / 2 if output_rate is None else output_rate}
+    if len({v for v in used.values() if v > 0}) > 1:
+        default = " (by default half of prune_rate)" if output_rate is None else ""
+        raise ValueError(f"strategy global prunes all layers at one rate, but the rates differ: {used}{default}. "
+                         f"Set --model.output_prune_rate={rate} (or 0 to leave the output layer dense) and "
+                         f"conv_prune_rate to {rate} or 0, or use --model.strategy=layerwise")
+
+
 def layer_rates(net: nn.Module, rate: float, conv_rate: float | None = None,
                 output_rate: float | None = None) -> dict[str, float]:
     """Per-layer pruning fractions (of surviving weights, per round).

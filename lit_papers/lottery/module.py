@@ -29,9 +29,9 @@ from lit_papers.core.figures import run_dir, save_figure
 from lit_papers.core.optim import SCHEDULES, build_optimizer
 
 from .initializers import INITIALIZERS
-from .masks import MaskSet, layer_rates, prunable_weights
+from .masks import MaskSet, check_rates, layer_rates, prunable_weights
 from .pruning import PRUNING, prune, prune_random_counts
-from .schedule import LevelPlan
+from .schedule import LevelPlan, check_budget, level_budget
 from .snapshots import fresh_init, reset_to_, snapshot
 
 CONTROLS = ("ticket", "reinit", "random_prune")
@@ -86,6 +86,7 @@ class LotteryTicketModule(ClassifierModule):
             if value not in valid:
                 raise ValueError(f"unknown {label} {value!r}; valid {label} names: {', '.join(valid)}")
         plan = LevelPlan(rounds, round_steps, rewind_iteration)  # validates the numbers
+        check_rates(strategy, prune_rate, conv_prune_rate, output_prune_rate)
         super().__init__(arch, arch_kwargs, num_classes, input_shape, optimizer, lr, momentum,
                          weight_decay, nesterov, lr_schedule, milestones, gamma)
         self.plan = plan
@@ -122,9 +123,9 @@ class LotteryTicketModule(ClassifierModule):
         super().setup(stage)
         if stage != TrainerFn.FITTING.value:
             return
-        self._check_trainer()
+        self.check_trainer(self.trainer)
         loop = self.trainer.fit_loop
-        loop.epoch_loop.max_steps = self.plan.total_steps  # the levels define the training length
+        loop.epoch_loop.max_steps = level_budget(self.trainer, self.plan)  # the levels define the length
         loop.max_epochs = -1
         if self._theta0 is None:  # fresh run (a resumed one restores it in on_load_checkpoint)
             self._theta0 = snapshot(self.net)
@@ -133,8 +134,10 @@ class LotteryTicketModule(ClassifierModule):
         if self.hparams.mask_source and self.hparams.control != "ticket":
             self._source_pruned_at = load_mask_history(self.hparams.mask_source, self.plan.rounds)
 
-    def _check_trainer(self) -> None:
-        trainer, every = self.trainer, self.trainer.val_check_interval
+    def check_trainer(self, trainer) -> None:
+        """The trainer settings IMP needs; called before the run folder exists and in `setup`."""
+        check_budget(trainer, self.plan)
+        every = trainer.val_check_interval
         if trainer.check_val_every_n_epoch is not None or not isinstance(every, int):
             raise ValueError("LotteryTicketModule validates every k iterations: set "
                              "trainer.val_check_interval: <k> (an int) and "
@@ -144,9 +147,6 @@ class LotteryTicketModule(ClassifierModule):
             raise ValueError(f"trainer.val_check_interval={every} must divide every level's length "
                              f"(round_steps={self.plan.round_steps}, rewind_iteration="
                              f"{self.plan.rewind_iteration}); levels {bad} do not fit")
-        if trainer.max_steps not in (-1, self.plan.total_steps):
-            raise ValueError(f"trainer.max_steps={trainer.max_steps} conflicts with the levels "
-                             f"({self.plan.total_steps} steps): leave trainer.max_steps unset")
         if trainer.accumulate_grad_batches != 1 or trainer.limit_val_batches == 0:
             raise ValueError("LotteryTicketModule needs accumulate_grad_batches: 1 and validation "
                              "batches (limit_val_batches > 0, data.val_size > 0)")

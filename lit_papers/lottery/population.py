@@ -33,10 +33,10 @@ from lit_papers.core.figures import run_dir, save_figure
 from lit_papers.core.population import PopulationModule, StackedMembers
 
 from .initializers import INITIALIZERS
-from .masks import layer_rates, prunable_weights
+from .masks import check_rates, layer_rates, prunable_weights
 from .module import CONTROLS
 from .pruning import PRUNING, prune, prune_random_counts
-from .schedule import LevelPlan
+from .schedule import LevelPlan, check_budget, level_budget
 from .snapshots import fresh_init
 
 
@@ -79,6 +79,7 @@ class LotteryPopulationModule(PopulationModule):
         if eval_every < 1:
             raise ValueError(f"eval_every must be >= 1 iteration, got {eval_every}")
         plan = LevelPlan(rounds, round_steps, rewind_iteration)  # validates the numbers
+        check_rates(strategy, prune_rate, conv_prune_rate, output_prune_rate)
         bad_levels = [lvl for lvl in range(plan.levels) if plan.length(lvl) % eval_every]
         if bad_levels:
             raise ValueError(f"eval_every={eval_every} must divide every level's length (round_steps="
@@ -142,15 +143,17 @@ class LotteryPopulationModule(PopulationModule):
         return (kept.float() / sum(m[0].numel() for m in masks.values())).tolist()
 
     # -- fit wiring --------------------------------------------------------------------------
+    def check_trainer(self, trainer) -> None:
+        """The levels define the study's length; called before the run folder exists and in `setup`."""
+        check_budget(trainer, self.plan)
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if stage != TrainerFn.FITTING.value:
             return
-        if self.trainer.max_steps not in (-1, self.plan.total_steps):
-            raise ValueError(f"trainer.max_steps={self.trainer.max_steps} conflicts with the levels "
-                             f"({self.plan.total_steps} steps): leave trainer.max_steps unset")
+        self.check_trainer(self.trainer)
         loop = self.trainer.fit_loop
-        loop.epoch_loop.max_steps = self.plan.total_steps  # the levels define the training length
+        loop.epoch_loop.max_steps = level_budget(self.trainer, self.plan)  # the levels define the length
         loop.max_epochs = -1
         if self._theta0 is None:  # fresh run (a resumed one restores it in on_load_checkpoint)
             # all-kept masks now, so a captured step includes the masking that later levels update

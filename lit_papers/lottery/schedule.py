@@ -61,3 +61,31 @@ class LevelPlan:
         """Training iteration of global ``step`` as counted inside its level (after the offset)."""
         level = self.level_at(step)
         return self.offset(level) + step - self.start(level)
+
+
+# trainer.max_epochs when the user set no epoch budget: None before fit; during fit 1000 (neither
+# max_epochs nor max_steps given) or -1 (max_steps given).
+_UNSET_EPOCHS = (None, -1, 1000)
+
+
+def check_budget(trainer, plan: LevelPlan) -> None:
+    """The levels define an IMP run's length: `trainer.max_epochs` is refused (an epoch is one
+    pass over the loader, unrelated to the levels); `trainer.max_steps` may only shorten the run."""
+    if trainer.max_epochs not in _UNSET_EPOCHS:
+        raise ValueError(f"trainer.max_epochs={trainer.max_epochs} has no meaning for an IMP run: its length is "
+                         f"(rounds + 1) levels of round_steps iterations ({plan.total_steps} steps now). Set "
+                         f"--model.init_args.rounds / --model.init_args.round_steps, or stop it early with "
+                         f"--trainer.max_steps=N, and drop trainer.max_epochs")
+    if trainer.max_steps > plan.total_steps:
+        raise ValueError(f"trainer.max_steps={trainer.max_steps} exceeds the levels' {plan.total_steps} steps: "
+                         f"raise --model.init_args.rounds or --model.init_args.round_steps instead")
+
+
+def level_budget(trainer, plan: LevelPlan) -> int:
+    """Optimizer steps the run trains: every level, or fewer when `trainer.max_steps` stops it early."""
+    if 0 <= trainer.max_steps < plan.total_steps:
+        if trainer.is_global_zero:
+            print(f"trainer.max_steps={trainer.max_steps} stops IMP early, in level {plan.level_at(trainer.max_steps)} "
+                  f"of {plan.levels} ({plan.total_steps} steps in all)")
+        return trainer.max_steps
+    return plan.total_steps

@@ -117,11 +117,16 @@ class CurveModule(ClassifierModule):
         e = self._endpoint_epochs
         return "endpoint0" if epoch < e else "endpoint1" if epoch < 2 * e else "curve"
 
+    def check_trainer(self, trainer) -> None:
+        """The epoch budget holds both endpoints and the curve; called before the run folder exists."""
+        if trainer.max_epochs - 2 * self._endpoint_epochs < 1:
+            raise ValueError(f"trainer.max_epochs={trainer.max_epochs} leaves no epoch for the curve after "
+                             f"2 x endpoint_epochs={self._endpoint_epochs}: set --trainer.max_epochs="
+                             f"{2 * self._endpoint_epochs + 1} or more, or lower --model.init_args.endpoint_epochs "
+                             f"(a short check: --trainer.max_steps=N stops the run early)")
+
     def on_fit_start(self) -> None:
-        curve_epochs = self.trainer.max_epochs - 2 * self._endpoint_epochs
-        if curve_epochs < 1:
-            raise ValueError(f"trainer.max_epochs={self.trainer.max_epochs} leaves no epoch for the curve "
-                             f"after 2 x endpoint_epochs={self._endpoint_epochs}; raise max_epochs")
+        self.check_trainer(self.trainer)
 
     def on_train_epoch_start(self) -> None:
         phase = self.phase()
