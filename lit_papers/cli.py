@@ -8,24 +8,26 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional, Union
 
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import ArgsType, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 import lit_papers.modules  # noqa: F401  (registers every module and datamodule for short names)
 from lit_papers.core import preflight, run_folder
 from lit_papers.errors import RunFailed, UsageError
+from lit_papers.core.console import LayerSummary, announce_folder, announce_result, quiet_lightning
 from lit_papers.core.guards import NonFiniteGuard
 from lit_papers.core.last_checkpoint import LastCheckpoint
 from lit_papers.core.predictions import PredictionsFile
 from lit_papers.core.preemption import STOP_SIGNALS, Preemption
 from lit_papers.core.rng_state import RngState
 from lit_papers.core.summary import RunArtifacts
+from lit_papers.core.wandb_files import UploadConfig
 
 EXIT_USAGE = 2
 
@@ -49,6 +51,12 @@ class LitPapersCLI(LightningCLI):
                             help="Run folder version (default: next free version_N).")
         parser.add_argument("--wandb_project", type=str, default="lit-papers", help="W&B project.")
         parser.add_argument("--wandb_entity", type=Optional[str], default=None, help="W&B entity.")
+        parser.add_argument("--wandb_group", type=Optional[str], default=None,
+                            help="W&B run group (default: the experiment name).")
+        parser.add_argument("--wandb_tags", type=Optional[list[str]], default=None, help="W&B run tags.")
+        parser.add_argument("--wandb_notes", type=Optional[str], default=None, help="W&B run notes.")
+        parser.add_argument("--wandb_log_model", type=Union[bool, Literal["all"]], default=False,
+                            help="Upload checkpoints as W&B artifacts: true (at the end), all (every save).")
         parser.add_argument("--wandb_mode", type=Optional[str], default=None,
                             help="online, offline or disabled (default: WANDB_MODE, else online with "
                                  "credentials, offline without).")
@@ -117,13 +125,17 @@ class LitPapersCLI(LightningCLI):
             trainer, loggers = self._trainer_for(folder, experiment, resume, dict(config), callbacks)
         run_folder.record_wandb_id(folder, loggers)
         self.run_dir = folder
+        if trainer.is_global_zero:
+            announce_folder(folder, self.subcommand)
         return trainer
 
     def _trainer_for(self, folder: Path, experiment: str, resume: Optional[Path], config: dict, callbacks):
         """The Trainer writing into `folder` (which need not exist yet), and our loggers."""
         cfg = self.config_init[self.subcommand]
         ours = run_folder.make_loggers(folder, experiment, cfg["wandb_project"], cfg.get("wandb_entity"),
-                                       cfg.get("wandb_mode"))
+                                       cfg.get("wandb_mode"), group=cfg.get("wandb_group"),
+                                       tags=cfg.get("wandb_tags"), notes=cfg.get("wandb_notes"),
+                                       log_model=cfg.get("wandb_log_model", False), config=self._resolved_config())
         user = config.get("logger")
         user = [] if user in (None, True) else (list(user) if isinstance(user, (list, tuple)) else [user])
         # The CSV logger goes first: Lightning takes trainer.log_dir (config.yaml) from it.
@@ -136,9 +148,16 @@ class LitPapersCLI(LightningCLI):
         evaluating = self.subcommand in run_folder.EVALUATIONS
         extra = [RunArtifacts(seed=cfg.get("seed_everything"), experiment=experiment,
                               checkpoint=str(resume) if evaluating and resume else None),
-                 RngState(), Preemption(), NonFiniteGuard()]
+                 RngState(), Preemption(), NonFiniteGuard(), UploadConfig(folder)]
         if self.subcommand == "predict":
             extra.append(PredictionsFile(folder))
+        everything = existing + list(callbacks)
+        if config.get("enable_model_summary") is not False and not any(isinstance(cb, ModelSummary)
+                                                                         for cb in everything):
+            extra.append(LayerSummary(max_depth=1))
+        if self.subcommand == "fit" and not any(isinstance(cb, LearningRateMonitor) for cb in everything):
+            # `lr-<Optimizer>` every logging step: FGE cycles, IMP's restarts, schedules all show
+            extra.append(LearningRateMonitor(logging_interval="step"))
         if not any(isinstance(cb, ModelCheckpoint) for cb in existing + list(callbacks)):
             monitor, mode = getattr(self.model, "checkpoint_monitor", None) or (None, "min")
             ckpts = folder / "checkpoints"
@@ -149,6 +168,17 @@ class LitPapersCLI(LightningCLI):
             # checkpoint changes, which would resume from a stale epoch.
             extra.append(LastCheckpoint(ckpts, every_n_epochs=cfg.get("checkpoint_every_n_epochs", 1)))
         return super()._instantiate_trainer(config, list(callbacks) + extra), ours
+
+    def _resolved_config(self) -> dict:
+        """The whole resolved config of this command, nested as in config.yaml (for the W&B run)."""
+        import yaml
+
+        parser = self._parser(self.subcommand)
+        text = parser.dump(self.config[self.subcommand], skip_none=False, skip_validation=True)
+        config = yaml.safe_load(text) or {}
+        config.pop("config", None)
+        files = [str(getattr(c, "relative", c)) for c in (self.config[self.subcommand].get("config") or [])]
+        return {"subcommand": self.subcommand, "config_files": files, **config}
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
@@ -178,6 +208,7 @@ class LitPapersCLI(LightningCLI):
 
 
 def _cli(args: ArgsType = None) -> LitPapersCLI:
+    quiet_lightning()
     return LitPapersCLI(
         model_class=None,
         datamodule_class=None,
@@ -231,11 +262,22 @@ def main(args: ArgsType = None) -> LitPapersCLI | None:
         # Raised while building the model/data/trainer from the config: the user's values are wrong.
         run_folder.discard_claimed()
         _fail(f"error: {_explain(err)} (set LIT_PAPERS_DEBUG=1 for the traceback)", EXIT_USAGE)
+    if cli is not None and cli.run_dir is not None and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        announce_result(cli.run_dir, _read_json(cli.run_dir / "summary.json"))
     if cli is not None and cli.exit_code:
         print(f"stopped by a signal: checkpoint saved in {cli.run_dir}; resume with --ckpt_path last "
               f"(exit {cli.exit_code})", file=sys.stderr)
         raise SystemExit(cli.exit_code)
     return cli
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _fail(message: str, code: int) -> None:

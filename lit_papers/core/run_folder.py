@@ -249,6 +249,10 @@ def _run_name(folder: Path) -> str:
     return "/".join(parts[-4:] if folder.parent.name == "eval" else parts[-2:])
 
 
+def _job_type(folder: Path) -> str:
+    return folder.name.split("-")[0] if folder.parent.name == "eval" else "fit"
+
+
 def record_wandb_id(folder: Path, loggers: list) -> None:
     """Write the W&B run id into the claimed folder (a resumed run continues the same W&B run)."""
     for logger in loggers:
@@ -257,13 +261,19 @@ def record_wandb_id(folder: Path, loggers: list) -> None:
             (folder / ".wandb_id").write_text(run_id)
 
 
-def make_loggers(folder: Path, experiment: str, project: str, entity: str | None, mode: str | None) -> list:
-    """A CSVLogger writing `metrics.csv` into the run folder, and a WandbLogger beside it."""
+def make_loggers(folder: Path, experiment: str, project: str, entity: str | None, mode: str | None,
+                 group: str | None = None, tags: list[str] | None = None, notes: str | None = None,
+                 log_model: bool | str = False, config: dict | None = None) -> list:
+    """A CSVLogger writing `metrics.csv` into the run folder, and a WandbLogger beside it (group:
+    default the experiment; config: the run's whole resolved config, nested as in config.yaml)."""
     from lightning.pytorch.loggers import WandbLogger
 
     from .csv_log import RunCSVLogger
 
-    loggers = [RunCSVLogger(save_dir=str(folder.parent.parent), name=folder.parent.name, version=folder.name)]
+    # version_N as the number N: Lightning names the folder the same and the progress bar shows v_num N
+    number = _VERSION_RE.match(folder.name)
+    version = int(number.group(1)) if number else folder.name
+    loggers = [RunCSVLogger(save_dir=str(folder.parent.parent), name=folder.parent.name, version=version)]
     resolved, notice = wandb_mode(mode)
     if resolved == "disabled":
         return loggers
@@ -275,7 +285,15 @@ def make_loggers(folder: Path, experiment: str, project: str, entity: str | None
         run_id = os.environ["WANDB_RUN_ID"]  # a `wandb agent` trial: the sweep waits for this run id
     if not _is_child_rank() and folder.is_dir():  # a planned folder gets it when it is claimed
         id_file.write_text(run_id)
-    loggers.append(WandbLogger(project=project, entity=entity, group=experiment, name=_run_name(folder),
+    extra = {"tags": list(tags)} if tags else {}
+    if notes:
+        extra["notes"] = notes
+    if config is not None:
+        extra["config"] = config
+    loggers.append(WandbLogger(project=project, entity=entity, group=group or experiment, name=_run_name(folder),
+                               log_model=log_model, job_type=_job_type(folder), **extra,
                                id=run_id, save_dir=str(folder), offline=resolved == "offline",
                                settings={"silent": True, "init_timeout": 60}))
+    # Lightning passes `anonymous=None`, on which wandb warns that the setting has no effect
+    loggers[-1]._wandb_init.pop("anonymous", None)
     return loggers
