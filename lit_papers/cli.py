@@ -15,7 +15,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import ArgsType, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 import lit_papers.modules  # noqa: F401  (registers every module and datamodule for short names)
 from lit_papers.core import preflight, run_folder
@@ -132,15 +132,18 @@ class LitPapersCLI(LightningCLI):
     def _trainer_for(self, folder: Path, experiment: str, resume: Optional[Path], config: dict, callbacks):
         """The Trainer writing into `folder` (which need not exist yet), and our loggers."""
         cfg = self.config_init[self.subcommand]
+        user = config.get("logger")
+        user = [] if user in (None, True) else (list(user) if isinstance(user, (list, tuple)) else [user])
+        user_wandb = next((lg for lg in user if isinstance(lg, WandbLogger)), None)
         ours = run_folder.make_loggers(folder, experiment, cfg["wandb_project"], cfg.get("wandb_entity"),
                                        cfg.get("wandb_mode"), group=cfg.get("wandb_group"),
                                        tags=cfg.get("wandb_tags"), notes=cfg.get("wandb_notes"),
-                                       log_model=cfg.get("wandb_log_model", False), config=self._resolved_config())
-        user = config.get("logger")
-        user = [] if user in (None, True) else (list(user) if isinstance(user, (list, tuple)) else [user])
+                                       log_model=cfg.get("wandb_log_model", False), config=self._resolved_config(),
+                                       user=user_wandb)
         # The CSV logger goes first: Lightning takes trainer.log_dir (config.yaml) from it.
+        # A user's WandbLogger is replaced by ours carrying its settings: one W&B run, not two sharing an id.
         config["logger"] = [ours[0], *[lg for lg in user if isinstance(lg, Logger)
-                                       and not isinstance(lg, CSVLogger)], *ours[1:]]
+                                       and not isinstance(lg, (CSVLogger, WandbLogger))], *ours[1:]]
         if config.get("default_root_dir") in (None, "", "."):
             config["default_root_dir"] = str(folder)
         config["callbacks"] = list(config.get("callbacks") or [])

@@ -63,3 +63,22 @@ def test_progress_bar_version_is_the_run_number(tmp_path):
 
     csv_logger = make_loggers(tmp_path / "exp" / "version_7", "exp", "lit-papers", None, "disabled")[0]
     assert csv_logger.version == 7 and csv_logger.log_dir == str(tmp_path / "exp" / "version_7")
+
+
+def test_a_users_wandb_logger_is_configured_not_doubled(tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import WandbLogger
+
+    from lit_papers.cli import main
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cli = main([*ARGS, f"--run_root={tmp_path / 'runs'}", "--trainer.logger=WandbLogger",
+                "--trainer.logger.init_args.project=custom", "--trainer.logger.init_args.tags=[mine]",
+                "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--test_after_fit=false"])
+    loggers = [lg for lg in cli.trainer.loggers if isinstance(lg, WandbLogger)]
+    assert len(loggers) == 1
+    init = loggers[0]._wandb_init
+    assert init["project"] == "custom" and init["tags"] == ["mine"] and init["group"] == "classifier"
+    assert init["id"] == (cli.run_dir / ".wandb_id").read_text() and init["dir"] == str(cli.run_dir)

@@ -263,9 +263,11 @@ def record_wandb_id(folder: Path, loggers: list) -> None:
 
 def make_loggers(folder: Path, experiment: str, project: str, entity: str | None, mode: str | None,
                  group: str | None = None, tags: list[str] | None = None, notes: str | None = None,
-                 log_model: bool | str = False, config: dict | None = None) -> list:
+                 log_model: bool | str = False, config: dict | None = None, user=None) -> list:
     """A CSVLogger writing `metrics.csv` into the run folder, and a WandbLogger beside it (group:
-    default the experiment; config: the run's whole resolved config, nested as in config.yaml)."""
+    default the experiment; config: the run's whole resolved config, nested as in config.yaml).
+    `user`: a WandbLogger the user put in `trainer.logger`; its own settings (project, tags, notes,
+    log_model, ...) are kept, and it gets the run folder's id, folder, group and offline fallback."""
     from lightning.pytorch.loggers import WandbLogger
 
     from .csv_log import RunCSVLogger
@@ -285,11 +287,19 @@ def make_loggers(folder: Path, experiment: str, project: str, entity: str | None
         run_id = os.environ["WANDB_RUN_ID"]  # a `wandb agent` trial: the sweep waits for this run id
     if not _is_child_rank() and folder.is_dir():  # a planned folder gets it when it is claimed
         id_file.write_text(run_id)
+    chosen = {}
+    if user is not None:  # what the user set on their logger, beyond Lightning's defaults
+        chosen = {k: v for k, v in user._wandb_init.items()
+                  if v is not None and k not in ("id", "dir", "resume", "anonymous", "name")
+                  and not (k == "project" and v == "lightning_logs")}
+        log_model = user._log_model or log_model
     extra = {"tags": list(tags)} if tags else {}
     if notes:
         extra["notes"] = notes
     if config is not None:
         extra["config"] = config
+    extra = {**extra, **{k: v for k, v in chosen.items() if k != "project"}}
+    project = chosen.get("project", project)
     loggers.append(WandbLogger(project=project, entity=entity, group=group or experiment, name=_run_name(folder),
                                log_model=log_model, job_type=_job_type(folder), **extra,
                                id=run_id, save_dir=str(folder), offline=resolved == "offline",
