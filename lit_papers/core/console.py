@@ -4,7 +4,6 @@ and one line each for where the run folder is and what the run ended with."""
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelSummary
@@ -65,7 +64,7 @@ class LayerSummary(ModelSummary):
 
 
 def announce_folder(folder: Path, subcommand: str) -> None:
-    print(f"run folder: {folder} ({subcommand})", file=sys.stderr)
+    print(f"run folder: {folder} ({subcommand})", flush=True)
 
 
 def announce_result(folder: Path | None, summary: dict) -> None:
@@ -77,4 +76,4 @@ def announce_result(folder: Path | None, summary: dict) -> None:
         or [k for k in final if k.startswith("val/")][:3]
     metrics = ", ".join(f"{k}={final[k]:.4g}" for k in keys)
     print(f"result: {summary.get('status', '?')}" + (f", {metrics}" if metrics else "")
-          + f" ({folder / 'summary.json'})", file=sys.stderr)
+          + f" ({folder / 'summary.json'})", flush=True)
