@@ -201,8 +201,7 @@ def test_scalar_case_matches_the_implicit_function_theorem():
 def test_weight_normed_cell_gets_the_implicit_gradient_in_its_direction_and_scale():
     # The solver runs without a graph inside parametrize.cached(); the cached weight must still
     # carry the graph to weight_norm's (g, v), and the hook gradient must equal the unroll's.
-    import lit_papers.core  # noqa: F401  (import order of the package)
-    from lit_papers.models.deq_cells import MLPCell
+    from lit_papers.deq.cells import MLPCell
 
     torch.manual_seed(0)
     cell = MLPCell(10, groups=2, weight_norm=True).double()

@@ -10,7 +10,7 @@ from torch import nn
 from lit_papers.data import VisionDataModule
 from lit_papers.deq import DEQLayer, DEQModule, DEQNet
 from lit_papers.models import build_model
-from lit_papers.models.deq_multiscale import MultiscaleCell, MultiscaleLayout
+from lit_papers.deq.multiscale import MultiscaleCell, MultiscaleLayout
 
 DT = torch.float64
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lit_papers.deq import CharCorpusDataModule, DEQLayer, DEQSequenceModule
-from lit_papers.models.deq_cells import TransformerCell
+from lit_papers.deq.cells import TransformerCell
 
 
 def test_equilibrium_of_a_causal_cell_is_causal():

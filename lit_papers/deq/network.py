@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lit_papers.models.deq_cells import build_parts
 from lit_papers.models.registry import MODELS
 
 from .layer import DEQInfo, DEQLayer
+from .parts import build_parts
 
 
 class DEQNet(nn.Module):
@@ -15,7 +15,7 @@ class DEQNet(nn.Module):
     z* = cell(z*, injection), the head reads out z*.
 
     cell: "conv" (MDEQ block with group norm), "multiscale" (MDEQ's multi-resolution state, see
-    `models/deq_multiscale.py`) or "mlp"; width: state channels/features;
+    `multiscale.py`) or "mlp"; width: state channels/features;
     downsample: stride-2 stages in the conv stem; pool: pooled grid size in the conv head;
     cell_kwargs: passed to the cell (groups, hidden, weight_norm); deq_kwargs: to `DEQLayer`.
     """

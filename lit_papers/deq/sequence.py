@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_papers.core import save_figure
 from lit_papers.data.epoch_shuffle import EpochShuffle, ResumableLoader, fit_progress
-from lit_papers.models.deq_cells import build_cell
 
+from .cells import build_cell
 from .figures import iterations_figure
 from .implicit import check_backward_mode
 from .layer import DEQLayer

@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 from torch import nn
 
-import lit_papers.core  # noqa: F401  (core imports models: load it first to keep the import order)
 from lit_papers.models import MODELS
 from lit_papers.neural_ode.dynamics import ConvDynamics, ResidualStack
 from lit_papers.neural_ode.odeblock import ODEBlock

@@ -1,9 +1,9 @@
-"""Cells for deep equilibrium models, their stems and heads, and the explicit weight-tied net.
+"""Cells for deep equilibrium models, picked by name from `DEQ_CELLS`.
 
 A cell maps (z, injection) -> z' with z and the injection of the same shape; `init_state` gives
-z0. The injection (the input's features) is computed once by a stem, outside the fixed-point
-solve, so each solver step only pays for the cell. The same cell applied `depth` times from z0
-is the explicit, weight-tied network of that depth (`weight_tied`), the baseline a DEQ replaces.
+z0. The injection (the input's features) is computed once by a stem (`parts.py`), outside the
+fixed-point solve, so each solver step only pays for the cell. The multiscale cell (MDEQ) is in
+`multiscale.py`; the explicit weight-tied stack of a cell in `weight_tied.py`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
 from lit_papers.registry import Registry
-
-from .registry import MODELS
 
 DEQ_CELLS = Registry("deq cell")
 
@@ -112,75 +110,6 @@ class TransformerCell(nn.Module):
         return torch.zeros_like(injection)
 
 
-def build_stem(cell: str, input_shape: tuple[int, ...], width: int, downsample: int = 1,
-               groups: int = 8) -> nn.Module:
-    """Input -> injection. conv: 3x3 conv + GN, then `downsample` stride-2 conv stages; mlp: Linear."""
-    if cell == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), width))
-    if cell != "conv":
-        raise ValueError(f"no image stem for deq cell {cell!r}; image cells: conv, mlp "
-                         f"(all deq cells: {', '.join(DEQ_CELLS.names())})")
-    norm = lambda: nn.GroupNorm(math.gcd(groups, width), width)
-    layers: list[nn.Module] = [nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False), norm()]
-    for _ in range(downsample):
-        layers += [nn.ReLU(), nn.Conv2d(width, width, 3, stride=2, padding=1, bias=False), norm()]
-    return nn.Sequential(*layers)
-
-
-def build_head(cell: str, width: int, num_classes: int, pool: int = 1) -> nn.Module:
-    """Equilibrium state -> logits: average-pool to pool x pool (conv) and a linear classifier."""
-    if cell == "mlp":
-        return nn.Linear(width, num_classes)
-    return nn.Sequential(nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.Linear(width * pool * pool, num_classes))
-
-
 def build_cell(cell: str, width: int, **cell_kwargs) -> nn.Module:
     """The registered cell `cell` of state width `width`."""
     return DEQ_CELLS.get(cell)(width, **cell_kwargs)
-
-
-def build_parts(cell: str, input_shape: tuple[int, ...], num_classes: int, width: int, downsample: int = 1,
-                pool: int = 1, **cell_kwargs) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """(stem, cell, head) of an image classifier around cell `cell`.
-
-    `multiscale` (MDEQ, `deq_multiscale.py`) takes `branches` (default 2) among its cell kwargs:
-    its stem adds a downsampled injection per branch, its state packs the branches.
-    """
-    groups = cell_kwargs.get("groups", 8)
-    if cell != "multiscale":
-        if "branches" in cell_kwargs:
-            raise ValueError(f"branches applies to the multiscale cell only, not to cell {cell!r}")
-        return (build_stem(cell, input_shape, width, downsample, groups), build_cell(cell, width, **cell_kwargs),
-                build_head(cell, width, num_classes, pool))
-    from .deq_multiscale import MultiscaleHead, MultiscaleLayout, MultiscaleStem
-
-    branches = cell_kwargs.pop("branches", None) or 2
-    size = tuple(input_shape[1:])
-    for _ in range(downsample):  # a stride-2 3x3 conv with padding 1: n -> ceil(n / 2)
-        size = tuple(math.ceil(n / 2) for n in size)
-    layout = MultiscaleLayout.build(width, size, branches)
-    stem = MultiscaleStem(build_stem("conv", input_shape, width, downsample, groups), layout, groups)
-    return stem, build_cell(cell, width, layout=layout, **cell_kwargs), MultiscaleHead(layout, num_classes, pool)
-
-
-class WeightTiedNet(nn.Module):
-    """stem -> the same cell applied `depth` times from z0 -> head (explicit, backprop through all)."""
-
-    def __init__(self, input_shape, num_classes, cell: str = "conv", width: int = 32, depth: int = 8,
-                 downsample: int = 1, pool: int = 1, **cell_kwargs):
-        super().__init__()
-        self.depth = depth
-        self.stem, self.cell, self.head = build_parts(cell, tuple(input_shape), num_classes, width, downsample,
-                                                      pool, **cell_kwargs)
-
-    def forward(self, x: Tensor) -> Tensor:
-        injection = self.stem(x)
-        z = self.cell.init_state(injection)
-        for _ in range(self.depth):
-            z = self.cell(z, injection)
-        return self.head(z)
-
-
-@MODELS.register("weight_tied")
-def weight_tied(input_shape, num_classes, **kwargs) -> WeightTiedNet:
-    return WeightTiedNet(tuple(input_shape), num_classes, **kwargs)

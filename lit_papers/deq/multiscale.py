@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .deq_cells import DEQ_CELLS, _maybe_weight_norm, _ResidualCell
+from .cells import DEQ_CELLS, _maybe_weight_norm, _ResidualCell
 
 
 @dataclass(frozen=True)
