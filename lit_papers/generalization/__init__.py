@@ -2,7 +2,8 @@
 
 from .expressivity import TwoLayerReLUInterpolant, fit_two_layer_relu
 from .min_norm import min_norm_interpolant, sgd_from_zero
-from .rademacher import estimate_rademacher, rademacher_from_accuracy
+from .rademacher import rademacher_from_accuracy
+from .rademacher_estimate import estimate_rademacher
 from .random_labels import RandomLabelModule
 
 __all__ = ["RandomLabelModule", "TwoLayerReLUInterpolant", "estimate_rademacher", "fit_two_layer_relu",

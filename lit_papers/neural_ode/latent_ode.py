@@ -17,7 +17,9 @@ from torch import nn
 from lit_papers.core import save_figure
 from lit_papers.core.optim import build_optimizer
 
+from .latent_encoder import BackwardGRUEncoder, LatentTrajectoryModel
 from .odeblock import ODEBlock
+from .rnn_baseline import LatentRNN
 from .step_logging import ODEStepLogging
 
 
@@ -33,29 +35,7 @@ class LatentDynamics(nn.Module):
         return self.net(z)
 
 
-class BackwardGRUEncoder(nn.Module):
-    """GRU run from the last time to the first, updating only at observed points -> q(z0)."""
-
-    def __init__(self, obs_dim: int, hidden: int, latent: int):
-        super().__init__()
-        self.cell = nn.GRUCell(obs_dim + 1, hidden)  # input: point and the gap to the next update
-        self.out = nn.Linear(hidden, 2 * latent)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, times: torch.Tensor):
-        """x: (N, T, D), mask: (N, T), times: (T,) -> (mean, logvar) each (N, latent)."""
-        n, steps, _ = x.shape
-        h = x.new_zeros(n, self.cell.hidden_size)
-        last_t = times[-1].expand(n).clone()
-        for k in range(steps - 1, -1, -1):
-            m = mask[:, k : k + 1].to(x.dtype)
-            gap = (last_t - times[k])[:, None]
-            h = m * self.cell(torch.cat([x[:, k], gap], dim=1), h) + (1 - m) * h
-            last_t = torch.where(mask[:, k], times[k], last_t)
-        mean, logvar = self.out(h).chunk(2, dim=1)
-        return mean, logvar
-
-
-class LatentODE(nn.Module):
+class LatentODE(LatentTrajectoryModel):
     """Encoder -> z0 -> ODE solve over ``times`` -> decoder. Solver arguments go to ``ODEBlock``."""
 
     def __init__(self, obs_dim: int = 2, latent: int = 4, rnn_hidden: int = 25, hidden: int = 20,
@@ -69,12 +49,6 @@ class LatentODE(nn.Module):
         """z0: (N, latent) -> decoded points at every time: (N, T, obs_dim)."""
         z = self.block.integrate(z0, times)  # (T, N, latent)
         return self.decoder(z).transpose(0, 1)
-
-    def forward(self, x, mask, times, sample: bool = True):
-        """-> (reconstruction (N, T, D), mean, logvar)."""
-        mean, logvar = self.encoder(x, mask, times)
-        z0 = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean
-        return self.decode_trajectory(z0, times), mean, logvar
 
 
 def elbo(x, mask, recon, mean, logvar, noise_std: float) -> torch.Tensor:
@@ -115,8 +89,6 @@ class LatentODEModule(ODEStepLogging, L.LightningModule):
             self.model = LatentODE(2, latent, rnn_hidden, hidden, method=method, rtol=rtol, atol=atol,
                                    step_size=step_size, adjoint=adjoint)
         elif decoder == "rnn":
-            from .rnn_baseline import LatentRNN  # here: rnn_baseline imports this module
-
             self.model = LatentRNN(2, latent, rnn_hidden, hidden)
         else:
             raise ValueError(f"decoder must be 'ode' (latent ODE) or 'rnn' (GRU baseline), got {decoder!r}")

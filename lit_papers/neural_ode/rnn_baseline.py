@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .latent_ode import BackwardGRUEncoder, LatentODE
+from .latent_encoder import BackwardGRUEncoder, LatentTrajectoryModel
 
 
 class GRUDecoder(nn.Module):
@@ -39,7 +39,7 @@ class GRUDecoder(nn.Module):
         return self.readout(torch.stack(states, dim=1))
 
 
-class LatentRNN(nn.Module):
+class LatentRNN(LatentTrajectoryModel):
     """Backward GRU encoder -> z0 -> GRU decoder over ``times``; the interface of ``LatentODE``."""
 
     def __init__(self, obs_dim: int = 2, latent: int = 4, rnn_hidden: int = 25, hidden: int = 13):
@@ -51,5 +51,3 @@ class LatentRNN(nn.Module):
     def decode_trajectory(self, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """z0: (N, latent) -> decoded points at every time: (N, T, obs_dim)."""
         return self.decoder(z0, times)
-
-    forward = LatentODE.forward  # encode, sample z0 (or take the mean), decode_trajectory
