@@ -97,11 +97,12 @@ def _trainer(max_epochs, batches, callbacks=()):
                      accelerator="cpu")
 
 
-def _fit(schedule="fge", pretrain=1, cycle=2, cycles=3, batches=4, single=False, horizon="pretrain"):
+def _fit(schedule="fge", pretrain=1, cycle=2, cycles=3, batches=4, single=False, horizon="pretrain",
+         single_lr=None):
     dm = VisionDataModule(dataset="digits", batch_size=32, val_size=100, eval_batch_size=500)
     model = FGEModule(arch="mlp", arch_kwargs={"hidden": [32], "batch_norm": True}, lr=0.05,
                       schedule=schedule, alpha1=A1, alpha2=A2, cycle_epochs=cycle, pretrain_epochs=pretrain,
-                      single_baseline=single, pretrain_horizon=horizon)
+                      single_baseline=single, pretrain_horizon=horizon, single_lr=single_lr)
     record = _RecordLR()
     trainer = _trainer(pretrain + cycles * cycle, batches, [record])
     trainer.fit(model, datamodule=dm)
@@ -214,6 +215,15 @@ def test_budget_horizon_pretrains_with_the_single_networks_schedule_prefix():
     assert not torch.equal(record.single_states[5]["layers.1.weight"], record.states[5]["layers.1.weight"])
     with pytest.raises(ValueError, match="pretrain_horizon"):
         FGEModule(pretrain_horizon="epochs")
+
+
+def test_single_lr_sets_only_the_single_networks_schedule():
+    _, record, _, _ = _fit(pretrain=1, cycle=2, cycles=1, single=True, single_lr=0.02)
+    for step in range(12):
+        assert record.single_lrs[step] == pytest.approx(0.02 * swa_linear(step, 12), rel=1e-12)
+    assert record.lrs[0] == pytest.approx(0.05) and record.lrs[4] == pytest.approx(paper_fge_lr(1, 8, A1, A2))
+    with pytest.raises(ValueError, match="single_lr"):
+        FGEModule(single_lr=0.0)
 
 
 def test_fge_mnist1d_config_smoke_records_the_equal_budget_comparison(run_cli, tmp_path):

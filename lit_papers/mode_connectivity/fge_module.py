@@ -51,12 +51,14 @@ class FGEModule(ClassifierModule):
         pretrain_horizon: `pretrain`: the recipe (`lr_schedule`) runs its whole course within the
             pretraining epochs; `budget`: pretraining is the first `pretrain_epochs` of the recipe
             laid over the whole fit, as the paper's FGE starts from epoch 160 of a 200-epoch run
-            (with `single_baseline` both networks are then identical until the first cycle).
+            (with `single_baseline` and one LR both networks are then identical until the first cycle).
         checkpoint: a trained ClassifierModule checkpoint (or state dict) to start the cycles from.
         bn_update: recompute exact BatchNorm statistics for each member before it is evaluated.
         keep_members: keep member weights (CPU) for `ensemble_forward` and in checkpoints.
         single_baseline: also train a copy of the initial network with the ordinary recipe for the
             whole fit (see the module docstring); it doubles the cost of a step.
+        single_lr: the single network's base LR (default `lr`), so each method's LR can be chosen
+            on the validation split.
     """
 
     test_after_fit = False  # the ensemble is evaluated on the test set after every member
@@ -72,7 +74,7 @@ class FGEModule(ClassifierModule):
                  schedule: str = "fge", alpha1: float = 0.05, alpha2: float = 0.0005, cycle_epochs: int = 2,
                  pretrain_epochs: int = 10, pretrain_horizon: str = "pretrain",
                  checkpoint: Optional[str] = None, bn_update: bool = False,
-                 keep_members: bool = True, single_baseline: bool = False):
+                 keep_members: bool = True, single_baseline: bool = False, single_lr: Optional[float] = None):
         cycle = CYCLES.get(schedule)(alpha1, alpha2)  # fails fast on the name
         if cycle_epochs < 1:
             raise ValueError(f"cycle_epochs must be >= 1, got {cycle_epochs}")
@@ -82,6 +84,8 @@ class FGEModule(ClassifierModule):
                              "set pretrain_epochs: 0 and no checkpoint")
         if pretrain_horizon not in ("pretrain", "budget"):
             raise ValueError(f"pretrain_horizon must be `pretrain` or `budget`, got {pretrain_horizon!r}")
+        if single_lr is not None and single_lr <= 0:
+            raise ValueError(f"single_lr must be positive, got {single_lr}")
         if alpha1 <= 0 or alpha2 < 0:
             raise ValueError(f"need alpha1 > 0 and alpha2 >= 0, got {alpha1}, {alpha2}")
         super().__init__(**parent_args(ClassifierModule, locals()))
@@ -152,7 +156,8 @@ class FGEModule(ClassifierModule):
     def single_lr_at(self, step: int, total: int) -> float:
         """The single network's LR at step `step`: the ordinary recipe over all `total` steps."""
         hp = self.hparams
-        return hp.lr * SCHEDULES.get(hp.lr_schedule)(milestones=hp.milestones, gamma=hp.gamma)(step, total)
+        base = hp.lr if hp.single_lr is None else hp.single_lr
+        return base * SCHEDULES.get(hp.lr_schedule)(milestones=hp.milestones, gamma=hp.gamma)(step, total)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -267,7 +272,8 @@ class FGEModule(ClassifierModule):
             return
         hp = self.hparams
         config = {k: hp[k] for k in ("arch", "schedule", "alpha1", "alpha2", "cycle_epochs", "lr", "lr_schedule",
-                                     "momentum", "weight_decay", "single_baseline", "pretrain_horizon")}
+                                     "momentum", "weight_decay", "single_baseline", "single_lr",
+                                     "pretrain_horizon")}
         config.update(pretrain_epochs=self.pretrain, max_epochs=self.trainer.max_epochs,
                       seed=torch.initial_seed())
         record = {"config": config, "members": self.history, "single": self.single_metrics}
