@@ -8,7 +8,7 @@ on CUDA `torch.cuda.max_memory_allocated`. Time per step is the median wall and 
 time of the timed steps (CPU time is the steadier figure on a shared machine). Bytes saved for
 backward are counted exactly with `torch.autograd.graph.saved_tensors_hooks`.
 
-    OMP_NUM_THREADS=1 python benchmarks/deq_memory.py --depths 6 12 24 --steps 3 --figure deq_memory.png
+    OMP_NUM_THREADS=1 python -m benchmarks.deq_memory --depths 6 12 24 --steps 3 --figure deq_memory.png
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import sys
 
 
 def build(kind: str, depth: int, args):
-    import lit_papers.core  # noqa: F401  (import order: core before models)
     from lit_papers.deq import DEQNet
     from lit_papers.models import build_model
 
@@ -51,7 +50,7 @@ def saved_bytes(net, x) -> int:
 def measure(kind: str, depth: int, args, queue) -> None:
     """Run in a child process: time `args.steps` training steps and record the peak memory."""
     import torch
-    from training_child import synthetic_step, timed
+    from benchmarks.training_child import synthetic_step, timed
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

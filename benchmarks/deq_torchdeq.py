@@ -16,7 +16,7 @@ CUDA, the peak of `max_memory_allocated`. Before timing, one step from identical
 both reach the same fixed point and the same parameter gradients, at the benchmark's tolerances and
 at tight ones. torchdeq is optional: without it this script says how to install it and exits 0.
 
-    OMP_NUM_THREADS=1 python benchmarks/deq_torchdeq.py --batch 32 --steps 10
+    OMP_NUM_THREADS=1 python -m benchmarks.deq_torchdeq --batch 32 --steps 10
 """
 
 from __future__ import annotations
@@ -31,20 +31,16 @@ import statistics
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.deq_memory import saved_bytes
+from benchmarks.output import RESULTS, device_name
+from benchmarks.training_child import timed
 
-from deq_memory import saved_bytes  # noqa: E402
-from training_child import timed  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
 MISSING = "torchdeq is not installed (it is optional): pip install torchdeq"
 NETWORK = dict(cell="conv", width=32, downsample=2, pool=7)  # configs/deq.yaml
 SETTINGS = dict(max_iter=20, tol=1e-3, backward_max_iter=20, backward_tol=1e-4)  # configs/deq.yaml
@@ -124,7 +120,6 @@ class TorchDEQNet(nn.Module):
 def build_pair(settings: dict, device: torch.device, dtype: torch.dtype = torch.float32, seed: int = 0,
                lam: float = ANDERSON["lam"]) -> tuple[nn.Module, TorchDEQNet]:
     """(our DEQNet, TorchDEQNet) with identical weights and matched solver settings (`lam`: torchdeq's ridge)."""
-    import lit_papers.core  # noqa: F401  (import order: core before models)
     from lit_papers.deq import DEQNet
 
     torch.manual_seed(seed)
@@ -294,8 +289,6 @@ def main(argv=None) -> dict | None:
     import torchdeq  # noqa: F401
     from importlib.metadata import version
 
-    from suite import device_name
-
     device = torch.device(args.device)
     torch.manual_seed(0)
     x = torch.randn(args.batch, 1, 28, 28, device=device)
@@ -303,7 +296,7 @@ def main(argv=None) -> dict | None:
     report = {"device_name": device_name(device), "torch": torch.__version__, "torchdeq": version("torchdeq"),
               "python": platform.python_version(), "threads": torch.get_num_threads(),
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "command": "python benchmarks/deq_torchdeq.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": "python -m benchmarks.deq_torchdeq " + " ".join(argv if argv is not None else sys.argv[1:]),
               **compare(x, y, args.steps, args.warmup)}
     text = markdown(report)
     print(text)

@@ -21,10 +21,10 @@ timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_step_capture.py test
     tests/test_lottery_population.py -k "cuda_graph or captured" || echo "GPU TESTS FAILED"
 
 echo "== 2. benchmark suite: 60,000 MNIST-shaped samples, batch 60, 3 epochs per measurement"
-timeout 290 $PY benchmarks/suite.py --epochs 3 --members 16 --steps-per-call 50 --repeat 2 || echo "SUITE FAILED"
+timeout 290 $PY -m benchmarks.suite --epochs 3 --members 16 --steps-per-call 50 --repeat 2 || echo "SUITE FAILED"
 
 echo "== 2b. the paper-scale LeNet lottery study (15 members): 2 levels x 10K iterations timed, full study projected"
-timeout 150 $PY benchmarks/lottery_study.py || echo "LOTTERY STUDY TIMING FAILED"
+timeout 150 $PY -m benchmarks.lottery_study || echo "LOTTERY STUDY TIMING FAILED"
 
 echo "== 3. the population config end to end through the CLI (needs jsonargparse + mlxtend)"
 if $PY -c "import jsonargparse, mlxtend" 2>/dev/null; then

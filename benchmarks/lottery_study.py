@@ -9,8 +9,8 @@ full study from the measured wall time per iteration (which includes evaluations
 resets and Lightning's loop). Next to it, the plain eager single-network loop of `plain.py` on
 the same tensors gives the time of the 315 trainings run one after another (evaluation not counted).
 
-    python benchmarks/lottery_study.py                       # GPU: 2 levels x 10K iterations, ~1 min
-    OMP_NUM_THREADS=1 python benchmarks/lottery_study.py --small   # CPU: seconds, a plumbing check
+    python -m benchmarks.lottery_study                       # GPU: 2 levels x 10K iterations, ~1 min
+    OMP_NUM_THREADS=1 python -m benchmarks.lottery_study --small   # CPU: seconds, a plumbing check
 
 Writes `benchmarks/results/<device>_lottery_study.{json,md}`.
 """
@@ -22,19 +22,14 @@ import json
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import plain  # noqa: E402
-from suite import RESULTS, device_name  # noqa: E402
-
-from lit_papers.data.device_loader import DeviceBatches  # noqa: E402
-from lit_papers.lottery.population import LotteryPopulationModule  # noqa: E402
+from benchmarks import plain
+from benchmarks.output import RESULTS, device_name
+from lit_papers.data.device_loader import DeviceBatches
+from lit_papers.lottery.population import LotteryPopulationModule
 
 PAPER = dict(seeds=5, controls=("ticket", "reinit", "random_prune"), levels=21, round_steps=50_000, batch=60)
 
@@ -111,7 +106,8 @@ def main(argv=None) -> dict:
     scale = PAPER["seeds"] / seeds  # projection from fewer members assumes linear cost in members
     report = {
         "device_name": device_name(device), "torch": torch.__version__, "lightning": L.__version__,
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(["python", *sys.argv]),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": " ".join(["python -m benchmarks.lottery_study", *sys.argv[1:]]),
         "members": model.num_members, "levels_timed": args.levels, "round_steps": round_steps,
         "step_capture": model.capture_mode, "steps_per_call": args.steps_per_call, "train_samples": train,
         "wall_s": wall, "population_iteration_s": per_it,

@@ -15,8 +15,8 @@ Memory is measured three ways, each configuration in a fresh process:
 - on CPU, the growth of the process's resident-set high-water mark (coarse, allocator-dependent);
 - on CUDA, ``torch.cuda.max_memory_allocated`` during the step.
 
-    OMP_NUM_THREADS=1 python benchmarks/node_memory.py --part horizon --horizons 1 2 4 8
-    OMP_NUM_THREADS=1 python benchmarks/node_memory.py --part models
+    OMP_NUM_THREADS=1 python -m benchmarks.node_memory --part horizon --horizons 1 2 4 8
+    OMP_NUM_THREADS=1 python -m benchmarks.node_memory --part models
 """
 
 from __future__ import annotations
@@ -75,7 +75,6 @@ class _Tracked:
 
 
 def build(kind: str, T: float, args):
-    import lit_papers.core  # noqa: F401  (import order: core before models)
     from lit_papers.neural_ode import build_classifier
 
     variant = {"direct": "rknet", "adjoint": "odenet"}.get(kind, kind)
@@ -86,7 +85,7 @@ def build(kind: str, T: float, args):
 def measure(kind: str, T: float, args, queue) -> None:
     """Child process: time ``args.steps`` training steps, then one metered step."""
     import torch
-    from training_child import synthetic_step, timed
+    from benchmarks.training_child import synthetic_step, timed
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

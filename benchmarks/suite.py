@@ -1,7 +1,7 @@
 """Benchmark suite: the project's training throughput next to plain PyTorch, same process, same data.
 
-    OMP_NUM_THREADS=1 python benchmarks/suite.py --small      # CPU, seconds to minutes
-    python benchmarks/suite.py                                # GPU, full MNIST-size epochs
+    OMP_NUM_THREADS=1 python -m benchmarks.suite --small      # CPU, seconds to minutes
+    python -m benchmarks.suite                                # GPU, full MNIST-size epochs
 
 For each workload both sides train LeNet-300-100 (Adam, batch 60) over the same device-resident
 tensors; the figure is the fastest epoch after the first (warm-up, capture). Results go to
@@ -22,18 +22,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from workloads import ORDER, WORKLOADS, Setup  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device).lower().replace("nvidia ", "").replace(" ", "-")
-    return "cpu"
+from benchmarks.output import RESULTS, device_name
+from benchmarks.workloads import ORDER, WORKLOADS, Setup
 
 
 def markdown(report: dict) -> str:
@@ -82,7 +72,7 @@ def main(argv=None) -> dict:
               "lightning": lightning.__version__, "python": platform.python_version(),
               "threads": torch.get_num_threads(), "samples": samples, "repeat": args.repeat,
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "command": "python benchmarks/suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": "python -m benchmarks.suite " + " ".join(argv if argv is not None else sys.argv[1:]),
               "workloads": {}}
     wanted = [w for w in args.only.split(",") if w] or list(ORDER)
     for name in wanted:

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-import plain
+from benchmarks import plain
 from lit_papers.core import ClassifierModule
 from lit_papers.core.chunked_classifier import ChunkedClassifierModule
 from lit_papers.core.population import PopulationModule
@@ -262,7 +262,7 @@ def torchdeq_deq(setup: Setup) -> dict:
     """Our DEQ step vs the torchdeq package's on the same cell, weights, Anderson solves and implicit
     backward (`deq_torchdeq.py`, which also checks that both give the same fixed point and gradients);
     "plain" is torchdeq here. Skipped with a note where torchdeq is not installed (it is optional)."""
-    import deq_torchdeq
+    from benchmarks import deq_torchdeq
 
     if not deq_torchdeq.available():
         return {"rows": [], "note": f"skipped: {deq_torchdeq.MISSING}"}
