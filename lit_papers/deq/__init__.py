@@ -1,4 +1,11 @@
-"""Deep equilibrium models (Bai, Kolter, Koltun 2019): solvers, implicit backward, DEQModule."""
+"""Paper package: deep equilibrium models (Bai, Kolter, Koltun 2019).
+
+Its cells (conv, multiscale, mlp, transformer) with their stems and heads, the root finders
+(registry in solvers.py), the implicit backward, `DEQLayer`, `DEQNet` and the explicit
+weight-tied baseline, `DEQModule` and the sequence model `DEQSequenceModule`.
+It imports core/, data/, models/ and the leaves (`registry.py`, `errors.py`), never another
+paper package; the CLI finds its modules through `lit_papers/modules.py`.
+"""
 
 from lit_papers.deq.anderson import anderson
 from lit_papers.deq.broyden import broyden

@@ -1,5 +1,11 @@
-"""Lottery tickets (Frankle & Carbin, 2019): exact masks, pruning strategies, IMP module, the
-whole study (seeds x controls) as one population."""
+"""Paper package: lottery tickets (Frankle & Carbin, 2019).
+
+Exact masks, pruning strategies (registry in pruning.py), the level plan, `LotteryTicketModule`
+(iterative magnitude pruning) and `LotteryPopulationModule` (the whole study, seeds x controls,
+as one population), reports.
+It imports core/, data/, models/ and the leaves (`registry.py`, `errors.py`), never another
+paper package; the CLI finds its modules through `lit_papers/modules.py`.
+"""
 
 from .masks import MaskSet, layer_rates, prunable_weights
 from .module import LotteryTicketModule

@@ -1,4 +1,10 @@
-"""Plain nn.Modules (no Lightning), built by name through `build_model`."""
+"""Plain nn.Modules shared by the papers (no Lightning), built by name through `build_model`.
+
+MLPs and LeNet, conv nets (Conv-2/4/6, AlexNet- and Inception-small), VGG, ResNet and PreResNet,
+the MNIST-1D nets, each registered in `MODELS` (registry.py) when imported here. It imports only
+the leaves. A paper's own nets live in its folder and register themselves when that package is
+imported (`deq` and `weight_tied` from lit_papers/deq/).
+"""
 
 from . import convnet, mlp  # noqa: F401  (registration side effects)
 from . import alexnet_small  # noqa: F401

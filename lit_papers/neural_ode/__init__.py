@@ -1,4 +1,11 @@
-"""Neural ODEs (Chen et al. 2018): ODE block, Table 1 classifiers, continuous normalizing flows, density matching."""
+"""Paper package: neural ODEs (Chen et al. 2018).
+
+The ODE block (solvers, adjoint), the Table 1 classifiers and `NeuralODEModule`, continuous
+normalizing flows (`CNFModule`), density matching (planar flows, `DensityMatchingModule`), the
+latent ODE and its RNN baseline (`LatentODEModule`).
+It imports core/, data/, models/ and the leaves (`registry.py`, `errors.py`), never another
+paper package; the CLI finds its modules through `lit_papers/modules.py`.
+"""
 
 from lit_papers.neural_ode.module import NeuralODEModule
 from lit_papers.neural_ode.cnf_module import CNFModule
