@@ -132,3 +132,16 @@ def test_mlp_second_layer_is_residual():
     h1 = res.block1(x.flatten(1))
     torch.testing.assert_close(res(x), res.head(h1 + res.block2(h1)))
     torch.testing.assert_close(plain(x), plain.head(plain.block2(h1)))
+
+
+def test_on_device_batches_serve_signals(tmp_path):
+    from lit_papers.data import DeviceBatches
+
+    dm = _setup(root=str(tmp_path), val_size=40, batch_size=64, on_device=True, dataset_options={"num_samples": SMALL})
+    loader = dm.train_dataloader()
+    assert isinstance(loader, DeviceBatches)
+    batches = list(loader)
+    assert [tuple(x.shape) for x, _ in batches[:1]] == [(64, 1, 40)] and sum(len(y) for _, y in batches) == 440
+    # One epoch is a permutation of the training split.
+    seen = torch.cat([x for x, _ in batches]).sum((1, 2)).sort().values
+    assert torch.equal(seen, dm.train_x.sum((1, 2)).sort().values)
