@@ -187,8 +187,12 @@ class LitPapersCLI(LightningCLI):
         try:
             super()._run_subcommand(subcommand)
         except (ValueError, TypeError) as err:
-            if not isinstance(err, UsageError):
-                err.during_run = True  # a failure of the run, not of the command line: traceback, exit 1
+            # Once a loop has started (a training, validation, test or predict batch), a ValueError is a
+            # failure of the run, not of the command line: traceback, exit 1. Before (setup, optimizers)
+            # it is a setting the module refuses: a usage error.
+            running = any(getattr(cb, "running", False) for cb in self.trainer.callbacks)
+            if running and not isinstance(err, UsageError):
+                err.during_run = True
             raise
 
     def after_fit(self) -> None:

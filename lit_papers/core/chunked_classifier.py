@@ -111,14 +111,18 @@ class ChunkedClassifierModule(ClassifierModule):
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def _check_trainer(self) -> None:
-        hp, trainer = self.hparams, self.trainer
+    def check_trainer(self, trainer) -> None:
+        """One device, full precision; called before the run folder exists and when optimizers are made."""
         if trainer.world_size > 1:
             raise ValueError(f"{type(self).__name__} trains on one device (several backward passes per "
                              f"training_step); use {self.ddp_alternative} under DDP")
         if str(trainer.precision) not in ("32-true", "32"):
             raise ValueError(f"{type(self).__name__} steps the optimizer itself and needs "
                              f"trainer.precision=32-true, got {trainer.precision}")
+
+    def _check_trainer(self) -> None:
+        hp = self.hparams
+        self.check_trainer(self.trainer)
         if self.capture_mode == "cuda_graph" and hp.optimizer not in _CAPTURABLE \
                 and hp.lr_schedule != "constant":
             raise ValueError(f"step_capture=cuda_graph with optimizer={hp.optimizer!r} needs "

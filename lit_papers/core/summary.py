@@ -123,6 +123,20 @@ class RunArtifacts(Callback):
         status = None if self._read(trainer).get("status") else "finished"
         self._write(trainer, pl_module, status=status)
 
+    @property
+    def running(self) -> bool:
+        """True once a loop has started: an error from here on is a failure of the run."""
+        return getattr(self, "_started", False) or getattr(self, "_evaluating", False)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._evaluating = True
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._evaluating = True
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._evaluating = True
+
     def on_train_start(self, trainer, pl_module) -> None:
         self._started = True
         if trainer.ckpt_path and trainer.is_global_zero:  # the steps after the checkpoint are replayed

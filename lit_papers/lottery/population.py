@@ -145,6 +145,7 @@ class LotteryPopulationModule(PopulationModule):
     # -- fit wiring --------------------------------------------------------------------------
     def check_trainer(self, trainer) -> None:
         """The levels define the study's length; called before the run folder exists and in `setup`."""
+        super().check_trainer(trainer)
         check_budget(trainer, self.plan)
 
     def setup(self, stage: str) -> None:
