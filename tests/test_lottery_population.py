@@ -94,8 +94,10 @@ def test_bad_study_settings():
         LotteryPopulationModule(seeds=[], **SHAPES)
     with pytest.raises(ValueError, match="eval_every=30 must divide"):
         LotteryPopulationModule(eval_every=30, round_steps=100, **SHAPES)
-    with pytest.raises(ValueError, match="max_steps=7 conflicts"):
-        _fit(LotteryPopulationModule(seeds=[0], eval_every=10, **SHAPES, **LEVELS), max_steps=7)
+    with pytest.raises(ValueError, match="max_steps=100000 exceeds the levels"):
+        _fit(LotteryPopulationModule(seeds=[0], eval_every=10, **SHAPES, **LEVELS), max_steps=100_000)
+    with pytest.raises(ValueError, match="max_epochs=2 has no meaning for an IMP run"):
+        _fit(LotteryPopulationModule(seeds=[0], eval_every=10, **SHAPES, **LEVELS), max_epochs=2)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
