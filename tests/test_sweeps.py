@@ -12,8 +12,8 @@ import pytest
 import yaml
 from conftest import REPO
 
-from lit_papers import sweep
 from lit_papers.cli import main
+from lit_papers.sweeps import proposals, runner, state, sweep_file, trial
 
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 PAPERS = {"lottery", "random_labels", "fge", "deq", "neural_ode", "mode_connectivity"}
@@ -58,6 +58,8 @@ def test_sweep_file_follows_wandb_schema(path):
     assert command[:6] == ["${env}", "${interpreter}", "-m", "lit_papers", "fit", "--config"]
     assert command[-1] == "${args}"
     assert cfg["metric"]["name"].count("/") == 1, "metric names are namespaced logged keys"
+    # `wandb sweep` creates the sweep in this project, the one the CLI's runs log to by default.
+    assert cfg["project"] == "lit-papers"
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
@@ -66,8 +68,8 @@ def test_first_trial_parses_and_lands_on_its_keys(path, capsys, monkeypatch):
     cfg = _load(path)
     _require_config(cfg)
     monkeypatch.chdir(REPO)
-    params = sweep.propose(sweep.load_sweep(path), [], seed=0)
-    argv = sweep.agent_command(cfg, params)
+    params = proposals.propose(sweep_file.load_sweep(path), [], seed=0)
+    argv = sweep_file.agent_command(cfg, params)
     assert argv[:4] == ["/usr/bin/env", "python", "-m", "lit_papers"]
     with pytest.raises(SystemExit) as exit_info:
         main([*argv[4:], "--print_config"])
@@ -96,8 +98,8 @@ def test_first_trial_runs_and_logs_the_sweep_metric(path, run_cli):
     """The first trial as a short fit: finishes, and the sweep's metric is a key the run logged."""
     cfg = _load(path)
     config = _require_config(cfg)
-    params = sweep.propose(sweep.load_sweep(path), [], seed=0)
-    argv = sweep.agent_command(cfg, params)[4:]
+    params = proposals.propose(sweep_file.load_sweep(path), [], seed=0)
+    argv = sweep_file.agent_command(cfg, params)[4:]
     overlay = _smoke_overlay(config)
     folder = run_cli([*argv, *overlay, "--trainer.accelerator=cpu", "--trainer.devices=1"])
     summary = json.loads((folder / "summary.json").read_text())
@@ -124,40 +126,40 @@ def test_agent_flags_match_wandb_agent():
     params = {"seed_everything": 3, "model.init_args.lr": 0.0012, "model.init_args.adjoint": False,
               "model.init_args.curve": "bezier", "data.init_args.flag": True, "x": 1e-05}
     theirs = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
-    ours = sweep._agent_flags(params)
+    ours = sweep_file.agent_flags(params)
     for macro in ("args", "args_no_hyphens", "args_no_boolean_flags"):
         assert ours[macro] == theirs[macro], macro
 
 
 def test_grid_proposals_cover_the_grid_once_and_skip_done_trials():
-    cfg = sweep.load_sweep(REPO / "sweeps" / "deq.yaml")
+    cfg = sweep_file.load_sweep(REPO / "sweeps" / "deq.yaml")
     trials = []
-    while (params := sweep.propose(cfg, trials, seed=0)) is not None:
+    while (params := proposals.propose(cfg, trials, seed=0)) is not None:
         trials.append({"name": str(len(trials)), "params": params, "status": "finished"})
     assert len(trials) == 9
     assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 9
     # A failed trial stays in the state: the engine does not propose its parameters again.
     trials[4]["status"] = "failed"
-    assert sweep.propose(cfg, trials, seed=0) is None
+    assert proposals.propose(cfg, trials, seed=0) is None
 
 
 def test_random_proposals_are_reproducible():
-    cfg = sweep.load_sweep(REPO / "sweeps" / "fge.yaml")
-    first = [sweep.propose(cfg, [{"name": "a", "params": {}, "status": "finished"}] * i, seed=7) for i in range(3)]
-    again = [sweep.propose(cfg, [{"name": "a", "params": {}, "status": "finished"}] * i, seed=7) for i in range(3)]
+    cfg = sweep_file.load_sweep(REPO / "sweeps" / "fge.yaml")
+    first = [proposals.propose(cfg, [{"name": "a", "params": {}, "status": "finished"}] * i, seed=7) for i in range(3)]
+    again = [proposals.propose(cfg, [{"name": "a", "params": {}, "status": "finished"}] * i, seed=7) for i in range(3)]
     assert first == again and first[0] != first[1]
 
 
 def test_interrupted_trial_resumes_in_its_folder_and_never_reuses_a_dirty_one(tmp_path):
-    trial = {"name": "trial_000", "params": {}, "status": "failed"}
-    assert sweep._trial_version(tmp_path, trial) == ("trial_000", [])
+    record = {"name": "trial_000", "params": {}, "status": "failed"}
+    assert trial.trial_version(tmp_path, record) == ("trial_000", [])
     (tmp_path / "trial_000").mkdir()
     (tmp_path / "trial_000" / "metrics.csv").write_text("step\n")
-    assert sweep._trial_version(tmp_path, trial) == ("trial_000_retry1", [])
+    assert trial.trial_version(tmp_path, record) == ("trial_000_retry1", [])
     last = tmp_path / "trial_000" / "checkpoints" / "last.ckpt"
     last.parent.mkdir()
     last.write_bytes(b"")
-    assert sweep._trial_version(tmp_path, trial) == ("trial_000", [f"--ckpt_path={last}"])
+    assert trial.trial_version(tmp_path, record) == ("trial_000", [f"--ckpt_path={last}"])
 
 
 TINY = """
@@ -174,7 +176,7 @@ SHORT = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer
 def test_dry_run_prints_the_agent_commands_and_touches_nothing(tmp_path, capsys):
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY)
-    sweep.main([str(path), "--dry-run", "--run_root", str(tmp_path / "runs")])
+    runner.main([str(path), "--dry-run", "--run_root", str(tmp_path / "runs")])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
     assert "/usr/bin/env python -m lit_papers fit --config configs/classifier.yaml --model.init_args.lr=0.001" \
@@ -188,9 +190,9 @@ def test_changed_sweep_file_is_refused(tmp_path):
     path.write_text(TINY)
     folder = tmp_path / "runs" / "tiny"
     folder.mkdir(parents=True)
-    sweep.save_state(folder, {"hash": "something-else", "trials": []})
+    state.save_state(folder, {"hash": "something-else", "trials": []})
     with pytest.raises(SystemExit) as exit_info:
-        sweep.main([str(path), "--run_root", str(tmp_path / "runs")])
+        runner.main([str(path), "--run_root", str(tmp_path / "runs")])
     assert exit_info.value.code == 2
 
 
@@ -201,7 +203,7 @@ def test_offline_sweep_runs_resumes_and_reports(tmp_path):
     path.write_text(TINY)
     root = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "lit_papers", "sweep", str(path), "--run_root", str(root)]
+    cmd = [sys.executable, "-m", "lit_papers.sweeps", str(path), "--run_root", str(root)]
     first = subprocess.run([*cmd, "--count", "1", "--", *SHORT], cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -212,13 +214,13 @@ def test_offline_sweep_runs_resumes_and_reports(tmp_path):
     assert second.returncode == 0, second.stderr[-2000:]
     assert done.stat().st_mtime_ns == stamp, "a finished trial was run again"
     assert "[sweep] trial_000" not in second.stdout and "[sweep] trial_001" in second.stdout
-    state = json.loads((root / "tiny" / "sweep_state.json").read_text())
-    assert [t["status"] for t in state["trials"]] == ["finished", "finished"]
-    assert [t["params"]["model.init_args.lr"] for t in state["trials"]] == [0.001, 0.003]
+    saved = json.loads((root / "tiny" / "sweep_state.json").read_text())
+    assert [t["status"] for t in saved["trials"]] == ["finished", "finished"]
+    assert [t["params"]["model.init_args.lr"] for t in saved["trials"]] == [0.001, 0.003]
     # The table lists both trials with their test/acc from summary.json.
     rows = [line.split() for line in second.stdout.splitlines() if line.startswith("trial_00")]
     accs = {r[0]: float(r[3]) for r in rows}
-    for t in state["trials"]:
+    for t in saved["trials"]:
         summary = json.loads((root / "tiny" / t["version"] / "summary.json").read_text())
         assert accs[t["name"]] == pytest.approx(summary["final"]["test/acc"], abs=1e-3)
     assert (root / "tiny" / "sweep_figure.png").is_file()

@@ -1,5 +1,8 @@
 """What an offline sweep ends with: a table of the trials' summary metrics, a CSV, and a figure.
 
+Parameters are the values each trial ran with, read from its run folder's config.yaml: a flag
+given after `--` (`-- --model.init_args.rounds=1`) overrides the sweep file's value in every
+trial, and the table, CSV and figure show what ran, with a line naming the overridden keys.
 The figure is the paper's own when its LightningModule defines the classmethod
 `sweep_figure(trials) -> matplotlib Figure | None` (each trial a dict with `params`, `metrics`,
 `summary` and `folder`); otherwise the sweep metric against the first swept parameter that is not
@@ -18,6 +21,60 @@ from pathlib import Path
 import yaml
 
 SEED_KEYS = ("seed_everything", "seed")
+_MISSING = object()
+
+
+def report(folder: Path, cfg: dict, trials: list[dict]) -> None:
+    """The table of trials' summary metrics, sweep_results.csv, and the aggregate figure."""
+    metric = (cfg.get("metric") or {}).get("name")
+    records = ran_records(folder, trials)
+    print_table(records, metric)
+    for line in override_notes(records):
+        print(f"[sweep] {line}")
+    write_csv(folder / "sweep_results.csv", records)
+    figure = aggregate_figure(folder, records, metric)
+    if figure is not None:
+        print(f"[sweep] figure: {figure}")
+
+
+def ran_values(run: Path, params: dict) -> dict:
+    """The swept keys' values a trial ran with, from `<run>/config.yaml` (dotted keys as LightningCLI
+    nests them); the sweep's value for a key the config does not hold or a run that wrote no config."""
+    try:
+        config = yaml.safe_load((run / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        config = None
+    out = {}
+    for key, value in params.items():
+        node = config
+        for part in key.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+            if node is _MISSING:
+                break
+        out[key] = value if node is _MISSING else node
+    return out
+
+
+def ran_records(folder: Path, trials: list[dict]) -> list[dict]:
+    """Each trial with `params` = the values it ran, `proposed` = the sweep's, and its `folder`."""
+    records = []
+    for t in trials:
+        run = folder / t.get("version", t["name"])
+        records.append({**t, "proposed": t["params"], "params": ran_values(run, t["params"]), "folder": run})
+    return records
+
+
+def override_notes(records: list[dict]) -> list[str]:
+    """One line per swept key whose ran value differs from the sweep's in some trial."""
+    notes = []
+    for key in sorted({k for r in records for k in r["params"]}):
+        changed = [r for r in records if key in r["proposed"] and r["params"][key] != r["proposed"][key]]
+        if changed:
+            ran = sorted({_fmt(r["params"][key]) for r in changed})
+            proposed = sorted({_fmt(r["proposed"][key]) for r in changed})
+            notes.append(f"{key}: {len(changed)} trial(s) ran {', '.join(ran)} where the sweep file says "
+                         f"{', '.join(proposed)} (set after `--`); the table shows the values that ran")
+    return notes
 
 
 def trial_metrics(summary: dict) -> dict[str, float]:
@@ -49,7 +106,7 @@ def _fmt(value) -> str:
 
 
 def print_table(trials: list[dict], metric: str | None) -> None:
-    """A fixed-width table: one row per trial, swept parameters then metrics."""
+    """A fixed-width table: one row per trial, swept parameters (the values that ran) then metrics."""
     params, keys = _columns(trials, metric)
     header = ["trial", "status", *map(_short, params), *keys]
     rows = [[t["name"], t["status"], *(_fmt(t["params"].get(p)) for p in params),
@@ -60,6 +117,7 @@ def print_table(trials: list[dict], metric: str | None) -> None:
 
 
 def write_csv(path: Path, trials: list[dict]) -> None:
+    """One row per trial: name, status, run folder, parameters, every final metric."""
     params = sorted({k for t in trials for k in t["params"]})
     metrics = sorted({k for t in trials for k in t.get("metrics", {})})
     with path.open("w", newline="") as f:
@@ -88,7 +146,7 @@ def aggregate_figure(folder: Path, trials: list[dict], metric: str | None) -> Pa
         return None
     records = []
     for t in done:
-        run = folder / t.get("version", t["name"])
+        run = t.get("folder") or folder / t.get("version", t["name"])
         try:
             summary = json.loads((run / "summary.json").read_text())
         except (OSError, json.JSONDecodeError):
