@@ -243,7 +243,7 @@ def main(args: ArgsType = None) -> LitPapersCLI | None:
     """Entry point of `python -m lit_papers`. Usage errors exit with code 2 and a one-paragraph message."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "sweep":
-        from lit_papers.sweep import main as sweep_main
+        from lit_papers.sweeps.runner import main as sweep_main
 
         return sweep_main(argv[1:])
     try:
