@@ -119,9 +119,11 @@ def test_report_shows_the_values_the_trials_ran(tmp_path, capsys):
 
 
 def test_open_ended_bayes_dry_run_plans_its_first_trials(capsys):
-    trials = runner.main([str(REPO / "sweeps" / "fge.yaml"), "--dry-run", "--jobs", "4", "--run_root", "/nonexistent"])
+    trials = runner.main([str(REPO / "sweeps" / "fge.yaml"), "--dry-run", "--jobs", "4", "--run_root", "/nonexistent",
+                          "--", "--trainer.max_epochs=2"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(trials) == len(lines) == 4 and all("[planned]" in line for line in lines)
+    assert all(line.endswith("--wandb_project=lit-papers --trainer.max_epochs=2") for line in lines)
     assert len({line.split(": ", 1)[1] for line in lines}) == 4, "the planned trials are not distinct"
     assert all("--wandb_project=lit-papers" in line for line in lines)
 

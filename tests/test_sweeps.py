@@ -203,7 +203,7 @@ def test_offline_sweep_runs_resumes_and_reports(tmp_path):
     path.write_text(TINY)
     root = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "lit_papers.sweeps", str(path), "--run_root", str(root)]
+    cmd = [sys.executable, "-m", "lit_papers", "sweep", str(path), "--run_root", str(root)]
     first = subprocess.run([*cmd, "--count", "1", "--", *SHORT], cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]

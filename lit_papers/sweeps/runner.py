@@ -33,8 +33,9 @@ def _new_trial(trials: list[dict], params: dict, status: str) -> dict:
 
 
 def plan(cfg: dict, folder: Path, name: str, trials: list[dict], wanted: int | None, seed: int,
-         threads: int) -> list[dict]:
-    """Print the trials' command lines (the recorded ones, then the engine's next proposals); run nothing."""
+         threads: int, extra: list[str]) -> list[dict]:
+    """Print the trials' command lines (the recorded ones, then the engine's next proposals, each with
+    the flags given after `--`); run nothing."""
     planned = list(trials)
     while wanted is None or len(planned) < wanted:
         params = propose(cfg, planned, seed)
@@ -42,7 +43,7 @@ def plan(cfg: dict, folder: Path, name: str, trials: list[dict], wanted: int | N
             break
         planned.append(_new_trial(planned, params, "planned"))
     for t in planned:
-        argv = agent_command(cfg, t["params"]) + placement(cfg, folder, name, t.get("version") or t["name"])
+        argv = agent_command(cfg, t["params"]) + placement(cfg, folder, name, t.get("version") or t["name"]) + extra
         print(f"{t['name']} [{t['status']}]: OMP_NUM_THREADS={threads} {shlex.join(argv)}")
     if cfg.get("_needs_count") and cfg["method"] == "bayes" and len(planned) > 1:
         print(f"[sweep] bayes: these are the first {len(planned)} trials as started before any result is in; "
@@ -103,7 +104,7 @@ def run_sweep(sweep_file: Path, count: int | None, dry_run: bool, run_root: Path
     cores = available_cores()
     threads = threads or thread_budget(jobs, cores)
     if dry_run:
-        return plan(cfg, folder, name, state["trials"], planned_total(cfg, count, jobs), seed, threads)
+        return plan(cfg, folder, name, state["trials"], planned_total(cfg, count, jobs), seed, threads, extra)
     wanted = total_trials(cfg, count)
     if not state["trials"]:
         params = propose(cfg, [], seed)
