@@ -55,16 +55,27 @@ def _val_elbo(module, dm) -> float:
         return elbo(x, mask, recon, mean, logvar, module.hparams.noise_std).mean().item()
 
 
+def _origin_elbo(dm) -> float:
+    """The validation ELBO of a model that decodes the origin at every time with q(z0) = N(0, I)."""
+    x, mask, _ = dm.splits["val"].tensors
+    zeros = torch.zeros(len(x), 4)
+    return elbo(x, mask, torch.zeros_like(x), zeros, zeros, 0.1).mean().item()
+
+
 def test_latent_ode_module_raises_the_elbo(tmp_path):
+    # Training first reaches the ELBO of decoding the origin (-516 here), then leaves it once the
+    # latent dynamics fit. Over seeds 0-4, two threads and plain (non-SIMD) kernels, 120 steps
+    # ended 33-70 above the origin's ELBO (10 asserted) and 36-156 above the initial one; after
+    # 60 steps at lr 1e-2 some seeds were still on the origin's plateau, 0.8 % above their start.
     torch.manual_seed(0)
-    dm = SpiralsDataModule(n_train=300, n_val=100, n_test=100, n_times=50, n_obs=20, batch_size=50)
+    dm = SpiralsDataModule(n_train=300, n_val=100, n_test=100, n_times=20, n_obs=10, batch_size=50)
     dm.setup()
-    module = LatentODEModule(method="rk4", step_size=0.05, lr=1e-2)
-    trainer = L.Trainer(max_epochs=10, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+    module = LatentODEModule(method="rk4", step_size=0.05, lr=2e-2)
+    trainer = L.Trainer(max_epochs=20, logger=False, enable_progress_bar=False, enable_checkpointing=False,
                         enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
-    before = _val_elbo(module, dm)
+    before, origin = _val_elbo(module, dm), _origin_elbo(dm)
     trainer.fit(module, datamodule=dm)
     assert trainer.logged_metrics["node/nfe_forward"].item() == 80  # 20 RK4 steps on [0, 1]
     assert trainer.logged_metrics["node/nfe_backward"].item() == 0  # backprop through the solver
     after = _val_elbo(module, dm)
-    assert after > before + 0.1 * abs(before), (before, after)
+    assert after > before and after > origin + 0.02 * abs(origin), (before, origin, after)

@@ -3,7 +3,7 @@
 import lightning as L
 import pytest
 import torch
-from test_neural_ode_latent import _val_elbo
+from test_neural_ode_latent import _origin_elbo, _val_elbo
 
 from lit_papers.data.spirals import SpiralsDataModule, make_spirals
 from lit_papers.neural_ode.latent_ode import LatentODEModule, elbo
@@ -51,16 +51,20 @@ def _val_loss(module, dm) -> float:
 
 
 def test_a_few_epochs_reduce_the_validation_loss(tmp_path):
+    # As for the latent ODE, training first reaches the loss of decoding the origin (516 here),
+    # then leaves it. Over seeds 0-4, two threads and plain (non-SIMD) kernels, 10 epochs ended
+    # 90-142 below it (26 asserted) and 93-254 below the initial loss; after 6 epochs some seeds
+    # were still on that plateau, 3.8 % below their start.
     torch.manual_seed(0)
     dm = SpiralsDataModule(n_train=300, n_val=100, n_test=100, n_times=20, n_obs=10, batch_size=20)
     dm.setup()
     module = LatentODEModule(decoder="rnn", hidden=13, lr=1e-2)
-    trainer = L.Trainer(max_epochs=6, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+    trainer = L.Trainer(max_epochs=10, logger=False, enable_progress_bar=False, enable_checkpointing=False,
                         enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
-    before = _val_loss(module, dm)
+    before, origin = _val_loss(module, dm), -_origin_elbo(dm)
     trainer.fit(module, datamodule=dm)
     after = _val_loss(module, dm)
-    assert after < before - 0.04 * abs(before), (before, after)  # about 5.6% here; 0 with lr=0
+    assert after < before and after < origin - 0.05 * abs(origin), (before, origin, after)
     assert "node/nfe_forward" not in trainer.logged_metrics  # no ODE solve to count
 
 
