@@ -215,12 +215,6 @@ def discard_claimed() -> None:
     _claimed.clear()
 
 
-def allocate(root: Path, experiment: str, version: str | None, resume_from: Path | None,
-             subcommand: str = "fit") -> Path:
-    """`plan` then `claim`: create (or, when resuming, reuse) the run folder."""
-    return claim(plan(root, experiment, version, resume_from, subcommand))
-
-
 def wandb_mode(requested: str | None) -> tuple[str, str | None]:
     """('online' | 'offline' | 'disabled', a one-line notice or None). Never prompts, never waits."""
     env = os.environ.get("WANDB_MODE")
