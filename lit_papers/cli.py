@@ -117,7 +117,8 @@ class LitPapersCLI(LightningCLI):
         resume = self._resolve_ckpt(cfg, root, experiment)
         # Build the trainer on the folder this run will get and make every check before the folder
         # exists: a refused command leaves the runs tree as it was.
-        planned = run_folder.plan(root, experiment, cfg.get("run_version"), resume, self.subcommand)
+        planned = run_folder.plan(root, experiment, cfg.get("run_version"), resume, self.subcommand,
+                                  slurm=run_folder.slurm_managed(config.get("plugins")))
         trainer, loggers = self._trainer_for(planned, experiment, resume, dict(config), callbacks)
         preflight.check(self.model, self.datamodule, trainer, self.subcommand)
         folder = run_folder.claim(planned)
@@ -151,7 +152,8 @@ class LitPapersCLI(LightningCLI):
         evaluating = self.subcommand in run_folder.EVALUATIONS
         extra = [RunArtifacts(seed=cfg.get("seed_everything"), experiment=experiment,
                               checkpoint=str(resume) if evaluating and resume else None),
-                 RngState(), Preemption(), NonFiniteGuard(), UploadConfig(folder)]
+                 RngState(), Preemption(slurm=run_folder.slurm_managed(config.get("plugins"))),
+                 NonFiniteGuard(), UploadConfig(folder)]
         if self.subcommand == "predict":
             extra.append(PredictionsFile(folder))
         everything = existing + list(callbacks)

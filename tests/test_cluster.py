@@ -148,9 +148,6 @@ def test_offline_sweep_job_runs_the_runner_with_jobs():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="run_folder takes the version slurm_<array job>_<task> for every run of "
-                                       "a SLURM job whose name is not bash/interactive, even with the "
-                                       "LightningEnvironment plugin")
 def test_agent_trials_of_one_array_task_get_their_own_run_folders(run_cli, tmp_path, monkeypatch):
     """Two trials an agent runs in one array task: single-process runs, two run folders."""
     _, exports, _, _ = dry_run("slurm_sweep_array.sbatch", "me/lit-papers/abc123", "2", SLURM_CPUS_PER_TASK="1")
@@ -168,3 +165,27 @@ def test_agent_trials_of_one_array_task_get_their_own_run_folders(run_cli, tmp_p
     for folder in folders:
         plugins = yaml.safe_load((folder / "config.yaml").read_text())["trainer"]["plugins"]
         assert plugins["class_path"].endswith(".LightningEnvironment")
+
+
+def test_preemption_requeues_only_jobs_whose_ranks_slurm_manages(monkeypatch):
+    """SIGUSR1 under SLURM requeues the job, unless the trainer's cluster environment is another
+    (a sweep trial with the LightningEnvironment plugin must not requeue the agent's array task)."""
+    from types import SimpleNamespace
+
+    from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    from lit_papers.core import run_folder
+    from lit_papers.core.preemption import Preemption
+
+    for name, value in {"SLURM_JOB_ID": "56", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train"}.items():
+        monkeypatch.setenv(name, value)
+    single = SimpleNamespace(strategy=SimpleNamespace())  # single-device strategies have no cluster environment
+    assert Preemption(slurm=True)._slurm_job(single)
+    assert not Preemption(slurm=run_folder.slurm_managed([LightningEnvironment()]))._slurm_job(single)
+    assert Preemption(slurm=run_folder.slurm_managed(None))._slurm_job(single)
+    ddp = SimpleNamespace(strategy=SimpleNamespace(cluster_environment=LightningEnvironment()))
+    assert not Preemption()._slurm_job(ddp)
+    slurm_ddp = SimpleNamespace(strategy=SimpleNamespace(cluster_environment=SLURMEnvironment()))
+    assert Preemption(slurm=False)._slurm_job(slurm_ddp)
+    monkeypatch.delenv("SLURM_NTASKS")  # what Lightning's SLURM detection reads
+    assert not Preemption()._slurm_job(single)

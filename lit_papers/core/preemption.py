@@ -38,8 +38,9 @@ def _main_thread() -> bool:
 class Preemption(Callback):
     """Save-and-stop on SIGUSR1 (and requeue the SLURM job from rank 0), SIGTERM or SIGINT."""
 
-    def __init__(self, signum: int = signal.SIGUSR1):
+    def __init__(self, signum: int = signal.SIGUSR1, slurm: bool = True):
         self.signum = signum
+        self.slurm = slurm  # False when the trainer's plugins name another cluster environment
         self.requested = False
         self.preempted = False
         self.stopped_by: int | None = None  # the signal that stopped the run
@@ -75,6 +76,14 @@ class Preemption(Callback):
         self.requested = True  # async-signal-safe: all work happens at the next step boundary
         self._signal = self._signal or signum
 
+    def _slurm_job(self, trainer) -> bool:
+        """Whether SLURM manages this trainer: its cluster environment (multi-process strategies
+        have one), else SLURM's detection unless a plugin named another environment."""
+        env = getattr(trainer.strategy, "cluster_environment", None)
+        if env is not None:
+            return isinstance(env, SLURMEnvironment)
+        return self.slurm and SLURMEnvironment.detect()
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
             return
@@ -85,7 +94,7 @@ class Preemption(Callback):
         folder = Path(trainer.default_root_dir)
         trainer.save_checkpoint(folder / "checkpoints" / "last.ckpt")
         requeue = self.stopped_by == self.signum
-        if requeue and SLURMEnvironment.detect():
+        if requeue and self._slurm_job(trainer):
             trainer.save_checkpoint(trainer._checkpoint_connector.hpc_save_path(str(folder)))
             if trainer.is_global_zero:
                 _requeue()

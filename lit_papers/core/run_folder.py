@@ -23,9 +23,13 @@ def _is_child_rank() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
 
-def _scheduler_version() -> str | None:
-    """A version every rank of a SLURM/torchrun job agrees on (and a SLURM requeue reuses)."""
-    if "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+def _scheduler_version(slurm: bool = True) -> str | None:
+    """A version every rank of a SLURM/torchrun job agrees on (and a SLURM requeue reuses).
+
+    `slurm=False` when the trainer does not take its ranks from SLURM (a `LightningEnvironment`
+    plugin, as in a sweep agent's array task that runs several single-process trials in a row):
+    each run then gets its own numbered folder."""
+    if slurm and "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
         job = os.environ.get("SLURM_ARRAY_JOB_ID")
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
         return f"slurm_{job}_{task}" if job and task else f"slurm_{os.environ['SLURM_JOB_ID']}"
@@ -116,12 +120,13 @@ _claimed: list[Path] = []  # folders (and experiment folders) this process creat
 
 
 def plan(root: Path, experiment: str, version: str | None, resume_from: Path | None,
-         subcommand: str = "fit") -> Path:
+         subcommand: str = "fit", slurm: bool = True) -> Path:
     """The folder this run will write to, computed without touching the disk.
 
     `fit` resuming a run folder's checkpoint continues in that folder; an evaluation of a run
     folder's checkpoint gets `<run>/eval/<subcommand>-<n>/`, so the training run's files stay
-    byte-identical; everything else gets a fresh version (`version_N`, or the scheduler's)."""
+    byte-identical; everything else gets a fresh version (`version_N`, or the scheduler's; `slurm`
+    as in `_scheduler_version`)."""
     if resume_from is not None and resume_from.parent.name == "checkpoints":
         folder = resume_from.parent.parent
         if subcommand in EVALUATIONS:
@@ -132,11 +137,12 @@ def plan(root: Path, experiment: str, version: str | None, resume_from: Path | N
             return folder  # continue the run in its own folder
     if _is_child_rank() and os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV])
-    version = version or _scheduler_version()
+    scheduled = _scheduler_version(slurm)
+    version = version or scheduled
     if version is not None:
         folder = root / experiment / version
         restarted = int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
-        if folder.exists() and any(folder.iterdir()) and not restarted and not _scheduler_version():
+        if folder.exists() and any(folder.iterdir()) and not restarted and not scheduled:
             raise UsageError(
                 f"run folder {folder} already holds a run and would be overwritten. Pick another "
                 f"--run_version, drop it to get the next free version, or resume that run with "
@@ -149,6 +155,14 @@ def _next_free(parent: Path, prefix: str) -> Path:
     pattern = re.compile(rf"^{re.escape(prefix)}(\d+)$")
     taken = [int(m.group(1)) for p in (parent.iterdir() if parent.is_dir() else ()) if (m := pattern.match(p.name))]
     return parent / f"{prefix}{max(taken, default=-1) + 1}"
+
+
+def slurm_managed(plugins) -> bool:
+    """False when the trainer's plugins name a cluster environment other than SLURM's."""
+    from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
+
+    items = plugins if isinstance(plugins, (list, tuple)) else [plugins]
+    return not any(isinstance(p, ClusterEnvironment) and not isinstance(p, SLURMEnvironment) for p in items)
 
 
 def check_writable(root: Path) -> None:
