@@ -113,3 +113,31 @@ def test_captured_study_equals_eager_study_on_the_gpu():
         _assert_rows_match(captured.histories[k], eager.histories[k])
     for name, value in eager.net.member_params().items():
         torch.testing.assert_close(captured.net.member_params()[name], value, atol=1e-4, rtol=1e-3)
+
+
+def test_mnist1d_study_config_smoke_writes_rows_the_report_reads(run_cli, tmp_path, capsys):
+    """configs/lottery_mnist1d.yaml shortened to 2 seeds x 3 controls x 3 levels: every member's rows,
+    the controls' masks taken from their seed's ticket, and the report's tables read the run folder."""
+    import json
+
+    from lit_papers.lottery import report
+
+    folder = run_cli(["fit", "--config", "configs/lottery_mnist1d.yaml",
+                      "--config", "tests/smoke/lottery_mnist1d.yaml"])
+    record = json.loads((folder / "lottery_population.json").read_text())
+    assert record["config"]["arch"] == "mnist1d_mlp" and record["config"]["prune_rate"] == 0.2
+    members = {(m["control"], m["seed"]): m["levels"] for m in record["members"]}
+    assert sorted(members) == [(c, s) for c in ("random_prune", "reinit", "ticket") for s in (0, 1)]
+    for (_, seed), levels in members.items():
+        ticket = members[("ticket", seed)]
+        assert [r["level"] for r in levels] == [0, 1, 2]
+        assert levels[0]["percent_remaining"] == 100.0 and levels[0]["es_test_acc"] == ticket[0]["es_test_acc"]
+        # the MNIST-1D MLP: 40x100, 100x100 at 20 % per round, the 100x10 output layer at 10 %
+        assert levels[2]["kept"] == {"block1.0.weight": 2560, "block2.0.weight": 6400, "head.weight": 810}
+        assert [r["kept"] for r in levels] == [r["kept"] for r in ticket]  # the ticket's per-layer counts
+        for row in levels:
+            assert 0 < row["es_iteration"] <= 20 and 0.0 <= row["es_test_acc"] <= 1.0
+    report.main(["--study", str(folder), "--out", str(tmp_path / "fig.png")])
+    out = capsys.readouterr().out
+    assert "| 100.0 | " in out and "reinit − dense (pp)" in out and "| 65.1 |" in out
+    assert (tmp_path / "fig.png").stat().st_size > 10_000

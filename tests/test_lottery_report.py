@@ -90,3 +90,15 @@ def test_study_folder_groups_members_by_control(tmp_path, capsys):
         report.read_study(tmp_path)
     with pytest.raises(SystemExit):
         report.main(["--out", str(tmp_path / "none.png")])
+
+
+def test_dense_table_pairs_each_run_with_its_own_level_0(tmp_path):
+    # seed a: dense 0.90, then +2 pp at 2/3 the iterations; seed b: dense 0.80, then -1 pp at 1.5x
+    a = report.read_run(write_run(tmp_path / "a", [0.90, 0.92], [300, 200]))
+    b = report.read_run(write_run(tmp_path / "b", [0.80, 0.79], [400, 600]))
+    gaps = report.dense_gaps([a, b])
+    assert gaps[0]["acc_diff"] == (0.0, 0.0) and gaps[0]["it_ratio"] == (1.0, 0.0)
+    assert gaps[1]["acc_diff"][0] == pytest.approx(0.5) and gaps[1]["acc_diff"][1] == pytest.approx(2.1213203)
+    assert gaps[1]["it_ratio"][0] == pytest.approx((2 / 3 + 1.5) / 2) and gaps[1]["above"] == 1
+    table = report.dense_table({"ticket": [a, b]})
+    assert "| 80.0 | +0.50 ± 2.12 | 1.08 ± 0.59 | 1/2 |" in table

@@ -9,6 +9,9 @@ Every run folder holds ``lottery.json`` (one row per level, written by LotteryTi
 older folders without it are read from the ``lottery/*`` columns of ``metrics.csv``. Runs of a
 group are seeds: levels are matched by index and shown as mean +- std. A study folder
 (LotteryPopulationModule) holds ``lottery_population.json``: its members are grouped by control.
+A second table pairs every run with its own dense level 0 (the same seed's theta_0): the
+difference in test accuracy at early stop, the ratio of early-stopping iterations, and how many
+runs are above their dense net.
 """
 
 from __future__ import annotations
@@ -86,9 +89,15 @@ def rounds_figure(groups: dict[str, list[list[dict]]], title: str = ""):
             ax.plot(xs, ms, marker="o", markersize=3, color=color, label=f"{label} (n={len(histories)})")
             ax.fill_between(xs, [m - s for m, s in zip(ms, ss)], [m + s for m, s in zip(ms, ss)],
                             color=color, alpha=0.2)
+    first = next(iter(groups.values()), None)
+    if first and all(h and h[0]["percent_remaining"] == 100.0 for h in first):  # the dense net, level 0
+        for ax, key, scale in ((ax_acc, "es_test_acc", 100.0), (ax_it, "es_iteration", 1.0)):
+            ax.axhline(scale * mean_std([h[0][key] for h in first])[0], color="grey", ls=":", lw=1,
+                       label="dense (level 0)")
     for ax, ylabel in ((ax_acc, "test accuracy at early stop (%)"), (ax_it, "early-stop iteration")):
         ax.set_xscale("log")
-        ax.set_xticks(ticks, [f"{x:.3g}" for x in ticks])  # the levels' densities, not powers of 10
+        # the levels' densities, not powers of 10; upright labels would overlap beyond ~10 levels
+        ax.set_xticks(ticks, [f"{x:.3g}" for x in ticks], rotation=90 if len(ticks) > 10 else 0)
         ax.minorticks_off()
         ax.invert_xaxis()
         ax.set_xlabel("% of weights remaining")
@@ -133,6 +142,39 @@ def markdown_table(groups: dict[str, list[list[dict]]]) -> str:
     return "\n".join(lines)
 
 
+def dense_gaps(histories: list[list[dict]]) -> list[dict]:
+    """Per level, each run against its own dense level 0 (same seed, same theta_0): the test-accuracy
+    difference at early stop (pp), the ratio of early-stopping iterations, and how many runs beat
+    their dense net (mean +- std over runs, paired by run)."""
+    levels = min(len(h) for h in histories)
+    out = []
+    for lvl in range(levels):
+        diffs = [100.0 * (h[lvl]["es_test_acc"] - h[0]["es_test_acc"]) for h in histories]
+        ratios = [h[lvl]["es_iteration"] / h[0]["es_iteration"] for h in histories]
+        out.append({"percent_remaining": sum(h[lvl]["percent_remaining"] for h in histories) / len(histories),
+                    "acc_diff": mean_std(diffs), "it_ratio": mean_std(ratios),
+                    "above": sum(d > 0 for d in diffs), "runs": len(histories)})
+    return out
+
+
+def dense_table(groups: dict[str, list[list[dict]]]) -> str:
+    """A table: % remaining, then per group its paired gap to the dense net (level 0 of the same run):
+    test accuracy at early stop minus the dense one (pp), early-stop iteration / the dense one, runs above dense."""
+    labels = list(groups)
+    head = "| % remaining | " + " | ".join(f"{g} − dense (pp) | {g} it. / dense it. | {g} above dense"
+                                         for g in labels) + " |"
+    lines = [head, "|" + " --- |" * (1 + 3 * len(labels))]
+    gaps = {g: dense_gaps(h) for g, h in groups.items()}
+    for lvl in range(min(len(v) for v in gaps.values())):
+        cells = [f"{gaps[labels[0]][lvl]['percent_remaining']:.1f}"]
+        for g in labels:
+            row = gaps[g][lvl]
+            (d, ds), (r, rs) = row["acc_diff"], row["it_ratio"]
+            cells += [f"{d:+.2f} ± {ds:.2f}", f"{r:.2f} ± {rs:.2f}", f"{row['above']}/{row['runs']}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--group", nargs="+", action="append", default=[], metavar=("LABEL", "RUN"),
@@ -157,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     fig.savefig(args.out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     print(markdown_table(groups))
+    print()
+    print(dense_table(groups))
     print(f"figure: {args.out}")
 
 
