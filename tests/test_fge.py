@@ -148,6 +148,13 @@ def test_fge_fit_lr_members_and_ensemble():
     nll = -manual.gather(1, dm.test_y[:, None]).log().mean().item()
     assert logged["fge/ensemble_nll"].item() == pytest.approx(nll, rel=1e-4)
     assert logged["fge/members"].item() == 3
+    # The run records where each member was taken: after epochs 1, 3, 5 (4 steps each), whose last step ran at alpha2;
+    # the LR curve of the run folder's figure is the applied LR of every step.
+    assert [h["step"] for h in model.history] == [8, 16, 24]
+    assert all(record.lrs[h["step"] - 1] == pytest.approx(A2) for h in model.history)
+    curve = model.lr_curves()["fge"]
+    assert len(curve) == len(record.lrs) and all(curve[i] == pytest.approx(record.lrs[i], rel=1e-12)
+                                                 for i in range(len(curve)))
 
 
 def test_independent_members_restart_from_fresh_weights():
@@ -239,6 +246,7 @@ def test_fge_mnist1d_config_smoke_records_the_equal_budget_comparison(run_cli, t
     assert final["fge/best_member_acc"] == pytest.approx(max(m["fge/member_acc"] for m in record["members"]))
     assert final["fge/single_acc"] == pytest.approx(record["single"]["fge/single_acc"])
     assert 0.0 <= final["fge/single_acc"] <= 1.0 and record["config"]["single_baseline"]
+    assert (folder / "figures" / "fge_lr.png").stat().st_size > 0  # LR per step with the snapshot points
     out = tmp_path / "fig.png"
     table = fge_report.main(["--group", "fge", str(folder), "--out", str(out)])
     assert "fge ensemble" in table and "single network" in table and out.stat().st_size > 0

@@ -36,7 +36,7 @@ from lit_papers.core.optim import SCHEDULES, build_optimizer
 from .batchnorm import has_batchnorm, recompute_bn
 from .curve_module import load_endpoint
 from .fge import CYCLES, ProbabilityEnsemble, ensemble_predict, predict_probs, probability_metrics
-from .figures import ensemble_figure
+from .figures import ensemble_figure, lr_figure
 
 
 class FGEModule(ClassifierModule):
@@ -245,9 +245,10 @@ class FGEModule(ClassifierModule):
             metrics.update({f"{key}member_acc": member["acc"], f"{key}member_nll": member["nll"],
                             f"{key}best_member_acc": best, f"{key}ensemble_acc": ens["acc"],
                             f"{key}ensemble_nll": ens["nll"]})
-        self.history.append(metrics)
         for key, value in metrics.items():
             self.log(key, value)
+        # the optimizer steps taken so far: the last one (step - 1) ran at the cycle's lowest LR
+        self.history.append({**metrics, "step": self.global_step})
         self.write_record()
         return metrics
 
@@ -280,11 +281,25 @@ class FGEModule(ClassifierModule):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "fge.json").write_text(json.dumps(record, indent=2))
 
+    def lr_curves(self) -> dict[str, list[float]]:
+        """The LR of every optimizer step taken: `fge` (the cycled network) and, with the single
+        baseline, `single`; the same functions the LR scheduler applies."""
+        steps, per_epoch = self.global_step, self.trainer.num_training_batches
+        curves = {"fge": [self.lr_at(i, per_epoch) for i in range(steps)]}
+        if self.single is not None:
+            total = per_epoch * self.trainer.max_epochs
+            curves["single"] = [self.single_lr_at(i, total) for i in range(steps)]
+        return curves
+
     def on_train_end(self) -> None:
         self.write_record()
         if self.history:
             fig = ensemble_figure(self.history, self.hparams.schedule, single=self.single_metrics or None)
             save_figure(self.trainer, fig, "fge_ensemble")
+        if self.global_step:
+            snapshots = [int(h["step"]) for h in self.history if "step" in h]
+            save_figure(self.trainer, lr_figure(self.lr_curves(), snapshots, self.trainer.num_training_batches,
+                                                self.pretrain, self.hparams.schedule), "fge_lr")
 
     def member_networks(self) -> list[torch.nn.Module]:
         """The kept members as networks (eval mode)."""

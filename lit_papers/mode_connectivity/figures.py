@@ -81,3 +81,30 @@ def ensemble_figure(history: Sequence[Mapping[str, float]], schedule: str = "fge
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+def lr_figure(curves: Mapping[str, Sequence[float]], snapshots: Sequence[int], per_epoch: int,
+              pretrain_epochs: int, schedule: str = "fge"):
+    """The learning rate of every optimizer step (`curves`: name -> LRs), with the steps after which
+    the members were taken (`snapshots`: optimizer steps taken at each snapshot) and the end of
+    pretraining marked; the x axis in epochs."""
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    styles = {"fge": dict(color="C0", label=f"{schedule} network"),
+              "single": dict(color="k", ls=":", label="single net, same budget")}
+    for name, lrs in curves.items():
+        epochs = (np.arange(len(lrs)) + 1) / per_epoch
+        ax.plot(epochs, lrs, lw=1, **styles.get(name, dict(label=name)))
+    lrs = np.asarray(curves["fge"])
+    taken = [s for s in snapshots if 0 < s <= len(lrs)]
+    if taken:
+        ax.scatter(np.asarray(taken) / per_epoch, lrs[np.asarray(taken) - 1], color="C3", zorder=3,
+                   label="snapshot (member)")
+    if pretrain_epochs:
+        ax.axvline(pretrain_epochs, color="gray", ls="--", lw=0.8, label="cycling starts")
+    ax.set(xlabel="epoch", ylabel="learning rate", title="learning rate per optimizer step")
+    if min(min(v) for v in curves.values() if len(v)) > 0:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
