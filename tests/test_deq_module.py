@@ -74,3 +74,30 @@ def test_bad_names_fail_fast_with_the_valid_options():
         DEQModule(backward="adjoint")
     with pytest.raises(ValueError, match="conv, mlp"):
         DEQModule(cell="lstm", num_classes=10, input_shape=(1, 8, 8))
+
+
+@pytest.mark.parametrize("cell", ["conv", "mlp"])
+def test_validate_and_test_run_under_inference_mode(cell, tmp_path):
+    # Trainer.validate/test evaluate under torch.inference_mode (fit's validation under no_grad);
+    # the spectral radius of J_f(z*) needs autograd, so the module leaves inference mode for it.
+    torch.manual_seed(0)
+    dm = VisionDataModule(dataset="digits", batch_size=64, val_size=200, seed=0)
+    module = DEQModule(**CELLS[cell], **TINY)
+    trainer = L.Trainer(limit_val_batches=2, limit_test_batches=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                        default_root_dir=tmp_path, inference_mode=True)
+    (val,) = trainer.validate(module, datamodule=dm)
+    assert 0.0 < val["deq/spectral_radius"] < 10.0 and 0.0 <= val["val/acc"] <= 1.0
+    assert val["deq/val_fwd_iters"] > 0
+    (test,) = trainer.test(module, datamodule=dm)
+    assert 0.0 <= test["test/acc"] <= 1.0
+    # Under no_grad (the fit loop's validation) the same value comes out: one estimate, two contexts.
+    module.eval()
+    with torch.inference_mode():
+        z = module.net(dm.val_x[:16], return_info=True)[1].forward.z
+        torch.manual_seed(1)
+        rho_inference = module.fixed_point_spectral_radius(dm.val_x[:16], z)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        rho_no_grad = module.fixed_point_spectral_radius(dm.val_x[:16], z.clone())
+    torch.testing.assert_close(rho_inference, rho_no_grad)

@@ -117,8 +117,18 @@ class DEQModule(SolverLogging, ClassifierModule):
         self.log_forward(info, prefix="deq/val_")
         if batch_idx == 0 and info.forward is not None:
             # rho(J_f(z*)) < 1 is what makes the backward system well posed.
-            f, _ = self.cell_map(batch[0])
-            self.log("deq/spectral_radius", spectral_radius(f, info.forward.z, n_iter=10).mean())
+            self.log("deq/spectral_radius", self.fixed_point_spectral_radius(batch[0], info.forward.z))
+
+    def fixed_point_spectral_radius(self, x: torch.Tensor, z: torch.Tensor, n_iter: int = 10) -> torch.Tensor:
+        """Batch mean of the power-iteration estimate of rho(J_f(z)) for the fixed-point map of x.
+
+        The estimate needs autograd (VJPs), also where Lightning evaluates under inference mode
+        (`Trainer.validate` / `test`): it leaves inference mode and enables grad, and works on
+        clones, since inference tensors cannot enter autograd.
+        """
+        with torch.inference_mode(False), torch.enable_grad():
+            f, _ = self.cell_map(x.clone())
+            return spectral_radius(f, z.clone(), n_iter=n_iter).mean().detach()
 
     def cell_map(self, x: torch.Tensor):
         """(f, z0) with f(z) = cell(z, injection(x)): the fixed-point map of the batch x."""
