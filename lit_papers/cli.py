@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Literal, Optional, Union
 
+from jsonargparse import Namespace
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -20,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 import lit_papers.modules  # noqa: F401  (registers every module and datamodule for short names)
 from lit_papers.core import preflight, run_folder
 from lit_papers.errors import RunFailed, UsageError
+from lit_papers.core.derived_args import fill_data_derived, print_config_request
 from lit_papers.core.console import LayerSummary, announce_folder, announce_result, quiet_lightning
 from lit_papers.core.guards import NonFiniteGuard
 from lit_papers.core.last_checkpoint import LastCheckpoint
@@ -64,6 +66,30 @@ class LitPapersCLI(LightningCLI):
                             help="Test the best checkpoint after fit (default: the module's choice).")
         parser.add_argument("--checkpoint_every_n_epochs", type=PositiveInt, default=1,
                             help="Refresh checkpoints/last.ckpt every N epochs (and at the end of fit).")
+
+    # -- parsing: values the datamodule determines ----------------------------------------------
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then fill the model arguments the datamodule determines (`num_classes`,
+        `input_shape`) where they are null, so `--print_config`, config.yaml and the W&B config
+        hold the values the run uses. `--print_config` is therefore answered here, after filling."""
+        argv = sys.argv[1:] if args is None else args
+        printing = None if isinstance(argv, (dict, Namespace)) else print_config_request(argv)
+        if printing is None:
+            super().parse_arguments(parser, args)
+        else:
+            kept = [a for a in argv if a != printing[0]]
+            saved = sys.argv
+            sys.argv = [saved[0], *kept]
+            try:
+                super().parse_arguments(parser, None)
+            finally:
+                sys.argv = saved
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        fill_data_derived(config)
+        if printing is not None:
+            sys.stdout.write(self._parser(subcommand).dump(config, **printing[1]))
+            sys.exit(0)
 
     # -- run folder + loggers + default callbacks ----------------------------------------------
     def _experiment_name(self, cfg) -> str:

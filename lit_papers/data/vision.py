@@ -66,6 +66,12 @@ class VisionDataModule(L.LightningDataModule):
         #: wraps the training loader, e.g. `StepChunks` set by a module taking several steps per batch
         self.batch_grouping = None
 
+    @staticmethod
+    def model_arguments(dataset: str = "mnist5k", **_) -> dict:
+        """The model arguments the dataset determines (the CLI fills them in where null)."""
+        info = DATASETS.get(dataset)
+        return {"num_classes": info.num_classes, "input_shape": list(info.input_shape)}
+
     # -- tensors -----------------------------------------------------------------------------
     def check_data(self) -> None:
         """Load the dataset now (cached per process, `setup` reuses it): a missing dataset or a
