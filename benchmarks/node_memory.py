@@ -27,51 +27,7 @@ import multiprocessing as mp
 import resource
 import statistics
 
-
-class LiveSavedBytes:
-    """Peak bytes of live saved-for-backward tensors (activations; parameters excluded)."""
-
-    def __init__(self, exclude_ptrs: set[int]):
-        self.exclude, self.live, self.refs = exclude_ptrs, 0, {}
-        self.peak = 0
-
-    def pack(self, t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr in self.exclude:
-            return t
-        # Keep a detached alias: holding the tensor itself would tie a saved output to its own
-        # grad_fn in a cycle the collector cannot see, and its bytes would never be released.
-        return _Tracked(self, t.detach(), ptr)
-
-    @staticmethod
-    def unpack(obj):
-        return obj.tensor if isinstance(obj, _Tracked) else obj
-
-    def add(self, ptr: int, nbytes: int) -> None:
-        count = self.refs.get(ptr, (0, nbytes))[0]
-        if count == 0:
-            self.live += nbytes
-            self.peak = max(self.peak, self.live)
-        self.refs[ptr] = (count + 1, nbytes)
-
-    def remove(self, ptr: int) -> None:
-        count, nbytes = self.refs[ptr]
-        if count == 1:
-            self.live -= nbytes
-            del self.refs[ptr]
-        else:
-            self.refs[ptr] = (count - 1, nbytes)
-
-
-class _Tracked:
-    """Holds one saved tensor; its deletion (autograd freeing the node) releases the bytes."""
-
-    def __init__(self, meter: LiveSavedBytes, tensor, ptr: int):
-        self.meter, self.tensor, self.ptr = meter, tensor, ptr
-        meter.add(ptr, tensor.untyped_storage().nbytes())
-
-    def __del__(self):
-        self.meter.remove(self.ptr)
+from lit_papers.core.saved_tensors import LiveSavedBytes
 
 
 def build(kind: str, T: float, args):
