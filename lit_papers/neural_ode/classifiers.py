@@ -4,6 +4,9 @@ ResNet, RK-Net and ODE-Net share the downsampling stem and the head; they differ
 only in the middle: L residual blocks (ResNet), one ODE solve differentiated
 through the solver's operations (RK-Net), or one ODE solve differentiated by the
 adjoint method (ODE-Net). The MLP baseline is a one-hidden-layer net on pixels.
+
+The convolutions follow the input: images (C, H, W) get Conv2d, 1D signals (C, L)
+such as MNIST-1D get Conv1d, with the same layers, kernels and strides.
 """
 
 from __future__ import annotations
@@ -13,29 +16,40 @@ from collections.abc import Callable
 from torch import nn
 
 from lit_papers.models import MODELS
-from lit_papers.neural_ode.dynamics import ConvDynamics, ResidualStack
+from lit_papers.neural_ode.dynamics import ConvDynamics, ResidualStack, conv_class
 from lit_papers.neural_ode.odeblock import ODEBlock
+
+#: global average pooling by number of spatial dimensions
+POOLS: dict[int, type[nn.Module]] = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d}
 
 
 def _gn(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(32, channels), channels)
 
 
-def downsampling_stem(in_ch: int, channels: int) -> nn.Sequential:
-    """(N, in_ch, H, W) -> (N, channels, ~H/4, ~W/4): one conv and two stride-2 convs."""
+def spatial_dims(input_shape) -> int:
+    """1 for signals (C, L), 2 for images (C, H, W); other shapes are refused."""
+    dims = len(input_shape) - 1
+    conv_class(dims)  # raises for unsupported shapes
+    return dims
+
+
+def downsampling_stem(in_ch: int, channels: int, dims: int = 2) -> nn.Sequential:
+    """(N, in_ch, *S) -> (N, channels, ~S/4): one conv and two stride-2 convs (S: H, W or L)."""
+    conv = conv_class(dims)
     return nn.Sequential(
-        nn.Conv2d(in_ch, channels, 3, 1),
+        conv(in_ch, channels, 3, 1),
         _gn(channels), nn.ReLU(),
-        nn.Conv2d(channels, channels, 4, 2, 1),
+        conv(channels, channels, 4, 2, 1),
         _gn(channels), nn.ReLU(),
-        nn.Conv2d(channels, channels, 4, 2, 1),
+        conv(channels, channels, 4, 2, 1),
     )
 
 
-def classifier_head(channels: int, num_classes: int) -> nn.Sequential:
-    """(N, channels, h, w) -> (N, num_classes) logits via global average pooling."""
+def classifier_head(channels: int, num_classes: int, dims: int = 2) -> nn.Sequential:
+    """(N, channels, *s) -> (N, num_classes) logits via global average pooling."""
     return nn.Sequential(
-        _gn(channels), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        _gn(channels), nn.ReLU(), POOLS[dims](1), nn.Flatten(),
         nn.Linear(channels, num_classes),
     )
 
@@ -67,10 +81,11 @@ def _mlp(input_shape, num_classes, hidden: int = 300, **_) -> nn.Module:
 
 def _resnet(input_shape, num_classes, channels: int = 64, depth: int = 6, **_) -> nn.Module:
     # Autonomous branches: a ResNet block does not see its depth index.
-    blocks = [ConvDynamics(channels, time_dependent=False) for _ in range(depth)]
+    dims = spatial_dims(input_shape)
+    blocks = [ConvDynamics(channels, time_dependent=False, dims=dims) for _ in range(depth)]
     middle = ResidualStack(blocks, depth)
     return FeatureClassifier(
-        downsampling_stem(input_shape[0], channels), middle, classifier_head(channels, num_classes)
+        downsampling_stem(input_shape[0], channels, dims), middle, classifier_head(channels, num_classes, dims)
     )
 
 
@@ -78,10 +93,11 @@ def _ode_classifier(adjoint: bool) -> Callable[..., nn.Module]:
     def factory(input_shape, num_classes, channels: int = 64, **solver) -> nn.Module:
         solver.pop("depth", None)
         solver.pop("hidden", None)
-        middle = ODEBlock(ConvDynamics(channels), adjoint=adjoint, **solver)
+        dims = spatial_dims(input_shape)
+        middle = ODEBlock(ConvDynamics(channels, dims=dims), adjoint=adjoint, **solver)
         return FeatureClassifier(
-            downsampling_stem(input_shape[0], channels), middle,
-            classifier_head(channels, num_classes),
+            downsampling_stem(input_shape[0], channels, dims), middle,
+            classifier_head(channels, num_classes, dims),
         )
 
     return factory
@@ -106,7 +122,7 @@ def build_classifier(variant: str, input_shape, num_classes: int, **kwargs) -> n
 
     Args:
         variant: ``mlp`` | ``resnet`` | ``rknet`` | ``odenet``.
-        input_shape: (C, H, W) of the images.
+        input_shape: (C, H, W) of images or (C, L) of 1D signals (Conv2d or Conv1d layers).
         num_classes: number of output logits.
         **kwargs: ``hidden`` (mlp), ``channels`` and ``depth`` (resnet), ``channels`` and the
             ``ODEBlock`` solver arguments (rknet/odenet); arguments another variant uses are ignored.

@@ -1,25 +1,39 @@
-"""Vector fields f(t, h) for image features, and the residual stack they share with ResNets."""
+"""Vector fields f(t, h) for image and 1D-signal features, and the residual stack they share with ResNets.
+
+`dims` picks the convolution: 2 for images (N, C, H, W), 1 for signals (N, C, L) such as MNIST-1D.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+#: convolution class by number of spatial dimensions
+CONVS: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d}
 
-class ConcatConv2d(nn.Module):
-    """3x3 convolution that sees time as an extra constant input channel.
+
+def conv_class(dims: int) -> type[nn.Module]:
+    """nn.Conv1d or nn.Conv2d; other dimensions are refused with the valid ones."""
+    if dims not in CONVS:
+        raise ValueError(f"convolutions over {dims} spatial dimensions are not supported; valid: {sorted(CONVS)} "
+                         f"(inputs of shape (C, L) or (C, H, W))")
+    return CONVS[dims]
+
+
+class ConcatConv(nn.Module):
+    """Convolution (kernel 3, same padding) that sees time as an extra constant input channel.
 
     Without a time channel the field is autonomous (ResNet blocks do not know their depth).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, time_dependent: bool = True):
+    def __init__(self, in_ch: int, out_ch: int, time_dependent: bool = True, dims: int = 2):
         super().__init__()
         self.time_dependent = time_dependent
-        self.conv = nn.Conv2d(in_ch + int(time_dependent), out_ch, 3, padding=1)
+        self.conv = conv_class(dims)(in_ch + int(time_dependent), out_ch, 3, padding=1)
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.time_dependent:
-            # x: (N, C, H, W) -> (N, C+1, H, W) with channel 0 filled with t
+            # x: (N, C, *spatial) -> (N, C+1, *spatial) with channel 0 filled with t
             tt = torch.ones_like(x[:, :1]) * t
             x = torch.cat([tt, x], dim=1)
         return self.conv(x)
@@ -33,14 +47,15 @@ class ConvDynamics(nn.Module):
     """f(t, h) = Conv(t, ReLU(GN(Conv(t, ReLU(GN(h)))))): the ODE-Net vector field.
 
     The same module is the residual branch of a ResNet block, so ResNets and
-    ODE-Nets here differ only in how the branch is applied.
+    ODE-Nets here differ only in how the branch is applied. ``dims`` = 2 convolves
+    images, 1 convolves signals.
     """
 
-    def __init__(self, channels: int, time_dependent: bool = True):
+    def __init__(self, channels: int, time_dependent: bool = True, dims: int = 2):
         super().__init__()
         self.norm1, self.norm2, self.norm3 = _norm(channels), _norm(channels), _norm(channels)
-        self.conv1 = ConcatConv2d(channels, channels, time_dependent)
-        self.conv2 = ConcatConv2d(channels, channels, time_dependent)
+        self.conv1 = ConcatConv(channels, channels, time_dependent, dims)
+        self.conv2 = ConcatConv(channels, channels, time_dependent, dims)
         self.act = nn.ReLU()
 
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
