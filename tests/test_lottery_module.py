@@ -9,9 +9,14 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lit_papers.data import VisionDataModule
 from lit_papers.lottery import LotteryTicketModule, prune
-from lit_papers.lottery.module import NEVER
+from lit_papers.lottery.imp import NEVER
 from lit_papers.lottery.pruning import prune_count, prune_lowest
 from lit_papers.lottery.snapshots import fresh_init, snapshot
+
+
+def member0(model, key: str) -> dict:
+    """The single run's entry `key` of its IMP state (K = 1), without the member axis."""
+    return {name: value[0] for name, value in getattr(model.imp, key).items()}
 
 
 class LevelStarts(Callback):
@@ -78,7 +83,7 @@ def test_levels_prune_reset_survivors_to_theta0_bit_exact(ticket_run):
     for lvl in (1, 2):
         start = rec.at[lvl]
         for name, value in start["state"].items():
-            theta0 = model._theta0[name]
+            theta0 = member0(model, "theta0")[name]
             if name in start["masks"]:
                 m = start["masks"][name]
                 assert torch.equal(value[m], theta0[m]) and bool((value[~m] == 0).all())
@@ -120,10 +125,10 @@ def test_resume_mid_round_equals_uninterrupted(ticket_run, tmp_path):
     assert trainer.global_step == 35 and part.level == 1
     resumed, trainer = fit([], ckpt_path=str(tmp_path / "last.ckpt"))
     assert trainer.global_step == 60 and resumed.level == 2
-    assert all(torch.equal(resumed._theta0[k], full._theta0[k]) for k in full._theta0)
+    assert all(torch.equal(member0(resumed, "theta0")[k], member0(full, "theta0")[k]) for k in member0(full, "theta0"))
     for name, m in full.masks.items():
         assert torch.equal(resumed.masks[name], m)
-        assert torch.equal(resumed._pruned_at[name], full._pruned_at[name])
+        assert torch.equal(member0(resumed, "pruned_at")[name], member0(full, "pruned_at")[name])
     for k, v in full.net.state_dict().items():
         assert torch.equal(resumed.net.state_dict()[k], v), k
     assert resumed.history == full.history
@@ -133,35 +138,37 @@ def test_same_seed_same_masks_other_seed_other_masks(ticket_run):
     full, *_ = ticket_run
     again, _ = fit()
     other, _ = fit(seed=1)
-    assert all(torch.equal(again._pruned_at[n], full._pruned_at[n]) for n in full._pruned_at)
-    assert not torch.equal(other._pruned_at["layers.1.weight"], full._pruned_at["layers.1.weight"])
+    full_pruned_at = member0(full, "pruned_at")
+    assert all(torch.equal(member0(again, "pruned_at")[n], full_pruned_at[n]) for n in full_pruned_at)
+    assert not torch.equal(member0(other, "pruned_at")["layers.1.weight"], full_pruned_at["layers.1.weight"])
 
 
 def test_reinit_keeps_ticket_masks_with_fresh_init(ticket_run):
     ticket, _, _, ckpt = ticket_run
     rec = LevelStarts()
     model, _ = fit([rec], control="reinit", mask_source=str(ckpt), control_seed=3)
-    for name, pruned_at in ticket._pruned_at.items():
-        assert torch.equal(model._pruned_at[name], pruned_at)
+    for name, pruned_at in member0(ticket, "pruned_at").items():
+        assert torch.equal(member0(model, "pruned_at")[name], pruned_at)
     for lvl in (1, 2):
-        fresh = fresh_init(model._make_net, 3 * 100_003 + 50_000 + lvl)
+        fresh = fresh_init(model.build_member, 3 * 100_003 + 50_000 + lvl)
         start = rec.at[lvl]
         for name, m in start["masks"].items():
-            assert torch.equal(m, ticket._pruned_at[name] > lvl)
+            assert torch.equal(m, member0(ticket, "pruned_at")[name] > lvl)
             assert torch.equal(start["state"][name][m], fresh[name][m])
-            assert not torch.equal(start["state"][name][m], ticket._theta0[name][m])
+            assert not torch.equal(start["state"][name][m], member0(ticket, "theta0")[name][m])
 
 
 def test_random_prune_keeps_counts_not_positions(ticket_run):
     ticket, _, _, ckpt = ticket_run
     own, _ = fit(control="random_prune")  # counts from the layer-wise recursion
     sourced, _ = fit(control="random_prune", mask_source=str(ckpt), control_seed=1)
-    for name, pruned_at in ticket._pruned_at.items():
+    for name, pruned_at in member0(ticket, "pruned_at").items():
         for lvl in (1, 2):
-            t, o, s = (p > lvl for p in (pruned_at, own._pruned_at[name], sourced._pruned_at[name]))
+            t, o, s = (p > lvl for p in (pruned_at, member0(own, "pruned_at")[name],
+                                         member0(sourced, "pruned_at")[name]))
             assert int(t.sum()) == int(o.sum()) == int(s.sum())
             assert not torch.equal(t, o) and not torch.equal(t, s) and not torch.equal(o, s)
-        assert int((own._pruned_at[name] == NEVER).sum()) == int(own.masks[name].sum())
+        assert int((member0(own, "pruned_at")[name] == NEVER).sum()) == int(own.masks[name].sum())
 
 
 def test_rewind_to_theta_k_and_schedule_offset():
@@ -169,7 +176,7 @@ def test_rewind_to_theta_k_and_schedule_offset():
     model, trainer = fit([rec], rewind_iteration=10, lr_schedule="step", milestones=[0.25], gamma=0.5)
     assert trainer.global_step == model.plan.total_steps == 20 + 2 * 10
     theta_k = rec.by_step[10]  # the state after 10 steps of level 0
-    assert all(torch.equal(model._theta_rewind[k], theta_k[k]) for k in theta_k)
+    assert all(torch.equal(member0(model, "theta_rewind")[k], theta_k[k]) for k in theta_k)
     for lvl in (1, 2):
         start = rec.at[lvl]
         for name, value in start["state"].items():
@@ -184,7 +191,7 @@ def test_rewind_to_theta_k_and_schedule_offset():
 def test_oneshot_prunes_the_dense_net_to_each_density():
     rec = LevelStarts()
     model, _ = fit([rec], schedule="oneshot")
-    dense = model._theta_dense
+    dense = member0(model, "theta_dense")
     for lvl in (1, 2):
         for name, m in rec.at[lvl]["masks"].items():
             kept = int(m.sum())
@@ -219,8 +226,8 @@ def test_resume_between_last_step_and_its_validation(ticket_run, tmp_path):
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["lottery"]["level"] == 0
     resumed, _ = fit([], ckpt_path=str(tmp_path / "last.ckpt"))
     assert resumed.level == 2 and len(resumed.history) == 3
-    for name in full._pruned_at:
-        assert torch.equal(resumed._pruned_at[name], full._pruned_at[name])
+    for name in member0(full, "pruned_at"):
+        assert torch.equal(member0(resumed, "pruned_at")[name], member0(full, "pruned_at")[name])
     for k, v in full.net.state_dict().items():
         assert torch.equal(resumed.net.state_dict()[k], v), k
     for a, b in zip(resumed.history, full.history):
@@ -236,7 +243,8 @@ def test_resume_mid_epoch_mid_round_with_resumable_loader(ticket_run, tmp_path):
     resumed, _ = fit([], ckpt_path=str(tmp_path / "last.ckpt"), on_device=False)
     for k, v in full.net.state_dict().items():
         assert torch.equal(resumed.net.state_dict()[k], v), k
-    assert all(torch.equal(resumed._pruned_at[n], full._pruned_at[n]) for n in full._pruned_at)
+    full_pruned_at = member0(full, "pruned_at")
+    assert all(torch.equal(member0(resumed, "pruned_at")[n], full_pruned_at[n]) for n in full_pruned_at)
 
 
 def test_bf16_autocast_keeps_pruned_weights_exactly_zero():

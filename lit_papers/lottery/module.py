@@ -16,27 +16,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
-from torch import nn
+from torch import Tensor, nn
 
 from lit_papers.core.classifier import ClassifierModule
 from lit_papers.core.figures import run_dir, save_figure
 from lit_papers.core.optim import SCHEDULES, build_optimizer
 
+from .imp import IMP, State, load_mask_history
 from .initializers import INITIALIZERS
 from .masks import MaskSet, check_rates, layer_rates, prunable_weights
-from .pruning import PRUNING, prune, prune_random_counts
-from .schedule import LevelPlan, check_budget, level_budget
-from .snapshots import fresh_init, reset_to_, snapshot
-
-CONTROLS = ("ticket", "reinit", "random_prune")
-SCHEDULE_KINDS = ("iterative", "oneshot")
-NEVER = torch.iinfo(torch.int16).max  # pruned_at value of a weight that was never pruned
+from .pruning import PRUNING
+from .schedule import LevelPlan, check_budget, train_the_levels
+from .snapshots import reset_to_, snapshot
 
 
 class LotteryTicketModule(ClassifierModule):
@@ -82,41 +78,68 @@ class LotteryTicketModule(ClassifierModule):
                  mask_source: Optional[str] = None, control_seed: int = 0,
                  weight_init: str = "glorot_normal", warmup_steps: int = 0):
         PRUNING.get(strategy), INITIALIZERS.get(weight_init)  # fail fast, listing valid names
-        for label, value, valid in (("control", control, CONTROLS), ("schedule", schedule, SCHEDULE_KINDS)):
-            if value not in valid:
-                raise ValueError(f"unknown {label} {value!r}; valid {label} names: {', '.join(valid)}")
-        plan = LevelPlan(rounds, round_steps, rewind_iteration)  # validates the numbers
         check_rates(strategy, prune_rate, conv_prune_rate, output_prune_rate)
+        # before the parent builds the network (when the shapes are given), which sets imp.rates;
+        # the plan validates the numbers, IMP the control and schedule names
+        self.imp = IMP(LevelPlan(rounds, round_steps, rewind_iteration), strategy, [control],
+                       [control_seed], schedule)
         super().__init__(arch, arch_kwargs, num_classes, input_shape, optimizer, lr, momentum,
                          weight_decay, nesterov, lr_schedule, milestones, gamma)
-        self.plan = plan
-        self.level = 0
-        self.history: list[dict[str, Any]] = []
-        self._theta0: Optional[dict] = None
-        self._theta_rewind: Optional[dict] = None
-        self._theta_dense: Optional[dict] = None  # one-shot: the trained dense weights
-        self._pruned_at: dict[str, torch.Tensor] = {}
-        self._best: dict[str, Any] = {}
-        self._last_val: tuple[float, float] = (float("nan"), float("nan"))
-        self._source_pruned_at: Optional[dict[str, torch.Tensor]] = None
 
-    # -- network + masks ---------------------------------------------------------------------
-    def _make_net(self) -> nn.Module:
+    @property
+    def plan(self) -> LevelPlan:
+        return self.imp.plan
+
+    @property
+    def level(self) -> int:
+        return self.imp.level
+
+    @property
+    def history(self) -> list[dict]:
+        """The per-level rows (`lottery.json`)."""
+        return self.imp.histories[0]
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """Per-layer pruning fractions (of surviving weights, per round)."""
+        return self.imp.rates
+
+    # -- network + masks: the K = 1 members IMP works on ------------------------------------
+    def build_member(self) -> nn.Module:
+        """A fresh network, initialised by `weight_init` from the global RNG."""
         net = super().build_network()
         INITIALIZERS.get(self.hparams.weight_init)(net)
         return net
 
     def build_network(self) -> nn.Module:
-        net = self._make_net()
+        net = self.build_member()
         self._weights = prunable_weights(net)
         self.masks = MaskSet(self._weights)
-        self.rates = layer_rates(net, self.hparams.prune_rate, self.hparams.conv_prune_rate,
-                                 self.hparams.output_prune_rate)
+        self.imp.rates = layer_rates(net, self.hparams.prune_rate, self.hparams.conv_prune_rate,
+                                     self.hparams.output_prune_rate)
         return net
 
     def density(self) -> float:
         """Fraction of prunable weights currently kept."""
         return self.masks.density()
+
+    # IMP sees the one network as a population of one: every tensor gets a leading member axis.
+    def member_weights(self) -> State:
+        return {n: w.detach()[None] for n, w in self._weights.items()}
+
+    def copy_members(self) -> State:
+        return {n: v[None] for n, v in snapshot(self.net).items()}  # on the CPU, read once per level
+
+    def live_members(self) -> State:
+        return {n: v[None] for n, v in self.net.state_dict().items()}
+
+    def load_members_(self, state: State, members: Optional[Tensor] = None) -> None:
+        if members is None or bool(members[0]):
+            reset_to_(self.net, {n: v[0] for n, v in state.items()}, self.masks, self._weights)
+
+    def set_member_masks(self, masks: State) -> None:
+        self.masks.load_({n: m[0] for n, m in masks.items()})
+        self.masks.apply_to_weights_(self._weights)
 
     # -- fit wiring --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -124,15 +147,10 @@ class LotteryTicketModule(ClassifierModule):
         if stage != TrainerFn.FITTING.value:
             return
         self.check_trainer(self.trainer)
-        loop = self.trainer.fit_loop
-        loop.epoch_loop.max_steps = level_budget(self.trainer, self.plan)  # the levels define the length
-        loop.max_epochs = -1
-        if self._theta0 is None:  # fresh run (a resumed one restores it in on_load_checkpoint)
-            self._theta0 = snapshot(self.net)
-            self._pruned_at = {n: torch.full(w.shape, NEVER, dtype=torch.int16)
-                               for n, w in self._weights.items()}
+        train_the_levels(self.trainer, self.plan)
+        self.imp.start(self)
         if self.hparams.mask_source and self.hparams.control != "ticket":
-            self._source_pruned_at = load_mask_history(self.hparams.mask_source, self.plan.rounds)
+            self.imp.source_pruned_at = load_mask_history(self.hparams.mask_source, self.plan.rounds)
 
     def check_trainer(self, trainer) -> None:
         """The trainer settings IMP needs; called before the run folder exists and in `setup`."""
@@ -175,12 +193,10 @@ class LotteryTicketModule(ClassifierModule):
         self.masks.apply_to_weights_(self._weights)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        if self.global_step == self.plan.end(self.level):
+        if self.imp.level_ends_at(self.global_step):
             # resumed from a checkpoint taken after a level's last step but before its validation
             self._validate_and_end_level()
-        k = self.plan.rewind_iteration
-        if k and self.level == 0 and self.global_step == k and self._theta_rewind is None:
-            self._theta_rewind = snapshot(self.net)  # theta_k: the state after k steps
+        self.imp.after_step(self.global_step, self)  # theta_k: the state after k steps
 
     # -- validation: early stopping bookkeeping, level ends -----------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -199,86 +215,39 @@ class LotteryTicketModule(ClassifierModule):
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         stats = trainer.strategy.reduce(self._val_stats, reduce_op="sum")
-        val_loss, val_acc = (stats[0] / stats[2]).item(), (stats[1] / stats[2]).item()
         # progress per evaluation rather than per step: per-step logging costs more than a LeNet step
         self.log_dict({"lottery/round": float(self.level), "lottery/density": self.density()})
         with torch.inference_mode(False), torch.no_grad():  # new state must be ordinary tensors
-            self._record_validation(val_loss, val_acc)
-            if self.global_step == self.plan.end(self.level):
+            self.imp.record_validation(stats[0:1] / stats[2], stats[1:2] / stats[2], self.global_step, self)
+            if self.imp.level_ends_at(self.global_step):
                 self._end_level()
 
     def on_train_end(self) -> None:
-        if len(self.history) < self.plan.levels and self.global_step == self.plan.total_steps:
+        if not self.imp.finished and self.global_step == self.plan.total_steps:
             self._validate_and_end_level(log=False)  # same catch-up for the last level
 
     @torch.no_grad()
     def _validate_and_end_level(self, log: bool = True) -> None:
         val_loss, val_acc = self._evaluate(self.trainer.datamodule.val_dataloader())
-        self._record_validation(val_loss, val_acc)
+        self.imp.record_validation(val_loss, val_acc, self.global_step, self)
         self._end_level(log)
 
-    def _record_validation(self, val_loss: float, val_acc: float) -> None:
-        self._last_val = (val_loss, val_acc)
-        if val_loss < self._best.get("val_loss", float("inf")):
-            self._best = {"val_loss": val_loss, "val_acc": val_acc,
-                          "iteration": self.plan.iteration(self.global_step - 1) + 1,
-                          "state": snapshot(self.net)}
-
     def _end_level(self, log: bool = True) -> None:
-        """Record this level, then (unless last) prune, reset and restart the optimizer."""
-        final_loss, final_acc = self.evaluate_test()
-        if self.hparams.schedule == "oneshot" and self.level == 0:
-            self._theta_dense = snapshot(self.net)
-        new_masks = self._next_masks() if self.level < self.plan.rounds else None
-        reset_to_(self.net, self._best["state"])
-        es_loss, es_acc = self.evaluate_test()
-        row = {"level": self.level, "percent_remaining": 100.0 * self.density(),
-               "kept": self.masks.kept_counts(), "es_iteration": self._best["iteration"],
-               "es_val_loss": self._best["val_loss"], "es_val_acc": self._best["val_acc"],
-               "es_test_loss": es_loss, "es_test_acc": es_acc, "final_val_loss": self._last_val[0],
-               "final_val_acc": self._last_val[1], "final_test_loss": final_loss,
-               "final_test_acc": final_acc}
-        self.history.append(row)
+        """Records this level, then (unless last) prunes, resets and restarts the optimizer."""
+        row = self.imp.end_level(self, self.evaluate_test)[0]
         if log:
             self.log_dict({f"lottery/{k}": float(v) for k, v in row.items() if k != "kept"})
         self._write_history()
-        if new_masks is None:
-            return
-        for name, m in new_masks.items():
-            self._pruned_at[name][(self.masks[name] & ~m).cpu()] = self.level + 1
-        self.masks.load_(new_masks)
-        self.level += 1
-        reset_to_(self.net, self._reset_target(), self.masks, self._weights)
-        self._best = {}
-        self.trainer.strategy.setup_optimizers(self.trainer)  # fresh optimizer and schedule
+        if not self.imp.finished:
+            self.trainer.strategy.setup_optimizers(self.trainer)  # fresh optimizer and schedule
 
-    def _next_masks(self) -> dict[str, torch.Tensor]:
-        hp, nxt = self.hparams, self.level + 1
-        current = self.masks.as_dict()
-        gen = torch.Generator().manual_seed(hp.control_seed * 100_003 + nxt)
-        source = self._source_pruned_at
-        if source is not None and hp.control == "reinit":
-            return {n: (source[n] > nxt).to(m.device) for n, m in current.items()}
-        if source is not None and hp.control == "random_prune":
-            counts = {n: int(m.sum()) - int((source[n] > nxt).sum()) for n, m in current.items()}
-            return prune_random_counts(current, counts, gen)
-        strategy = "random" if hp.control == "random_prune" else hp.strategy
-        weights = self._weights
-        if self._theta_dense is not None:  # one-shot: magnitudes of the trained dense net
-            weights = {n: self._theta_dense[n].to(w.device) for n, w in self._weights.items()}
-        return prune(strategy, weights, current, self.rates, gen)
-
-    def _reset_target(self) -> dict[str, torch.Tensor]:
-        if self.hparams.control == "reinit":
-            return fresh_init(self._make_net, self.hparams.control_seed * 100_003 + 50_000 + self.level)
-        return self._theta_rewind if self.plan.rewind_iteration else self._theta0
-
-    def evaluate_test(self) -> tuple[float, float]:
-        """(loss, accuracy) of the current net on the datamodule's full test set (report only)."""
+    def evaluate_test(self) -> tuple[Tensor, Tensor]:
+        """(loss, accuracy), each (1,), of the current net on the datamodule's full test set
+        (reported, never used to select)."""
         return self._evaluate(self.trainer.datamodule.test_dataloader())
 
     @torch.no_grad()
-    def _evaluate(self, loader) -> tuple[float, float]:
+    def _evaluate(self, loader) -> tuple[Tensor, Tensor]:
         # sums reduced over ranks: under DDP each rank may hold a shard of the loader
         was_training = self.net.training
         self.net.eval()
@@ -291,7 +260,7 @@ class LotteryTicketModule(ClassifierModule):
                                   torch.tensor(float(len(y)), device=self.device)])
         self.net.train(was_training)
         total = self.trainer.strategy.reduce(total, reduce_op="sum")
-        return (total[0] / total[2]).item(), (total[1] / total[2]).item()
+        return total[0:1] / total[2], total[1:2] / total[2]
 
     # -- outputs -----------------------------------------------------------------------------
     def _write_history(self) -> None:
@@ -311,33 +280,11 @@ class LotteryTicketModule(ClassifierModule):
             save_figure(self.trainer, rounds_figure({self.hparams.control: [self.history]}), "lottery_rounds")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["lottery"] = {
-            "level": self.level, "history": self.history, "theta0": self._theta0,
-            "theta_rewind": self._theta_rewind, "theta_dense": self._theta_dense,
-            "pruned_at": self._pruned_at, "best": self._best, "last_val": self._last_val}
+        checkpoint["lottery"] = self.imp.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("lottery")
-        if state is None:
-            raise ValueError("checkpoint has no lottery state: resume LotteryTicketModule runs "
-                             "from their own checkpoints")
-        self.level, self.history = state["level"], list(state["history"])
-        self._theta0, self._theta_rewind = state["theta0"], state["theta_rewind"]
-        self._theta_dense, self._pruned_at = state["theta_dense"], state["pruned_at"]
-        self._best, self._last_val = dict(state["best"]), tuple(state["last_val"])
-
-
-def load_mask_history(source: str, levels_needed: int) -> dict[str, torch.Tensor]:
-    """``pruned_at`` tensors of a ticket run (folder or .ckpt); mask at level l = pruned_at > l."""
-    path = Path(source)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise ValueError(f"mask_source {source!r}: no checkpoint found; give a ticket run folder "
-                         "(with checkpoints/last.ckpt) or a .ckpt file")
-    state = torch.load(path, map_location="cpu", weights_only=False).get("lottery")
-    if state is None or state["level"] < levels_needed:
-        done = None if state is None else state["level"]
-        raise ValueError(f"mask_source {source!r} reached level {done}, but {levels_needed} rounds "
-                         "are needed: finish that ticket run first or lower model.rounds")
-    return state["pruned_at"]
+        if state is None or "histories" not in state:
+            raise ValueError("checkpoint has no lottery state of this version: resume LotteryTicketModule "
+                             "runs from their own checkpoints")
+        self.imp.load_state_dict(state)

@@ -34,7 +34,7 @@ from lit_papers.core.population import PopulationModule, StackedMembers
 
 from .initializers import INITIALIZERS
 from .masks import check_rates, layer_rates, prunable_weights
-from .module import CONTROLS
+from .imp import CONTROLS
 from .pruning import PRUNING, prune, prune_random_counts
 from .schedule import LevelPlan, check_budget, level_budget
 from .snapshots import fresh_init

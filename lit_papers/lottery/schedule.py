@@ -81,6 +81,17 @@ def check_budget(trainer, plan: LevelPlan) -> None:
                          f"raise --model.init_args.rounds or --model.init_args.round_steps instead")
 
 
+def train_the_levels(trainer, plan: LevelPlan) -> None:
+    """Makes the running `fit` take exactly the levels' optimizer steps (or `trainer.max_steps`,
+    when that stops it earlier), however many epochs that is; `check_budget` has passed."""
+    loop = trainer.fit_loop
+    # Written on the epoch loop because Lightning offers no public setter for the step budget of a
+    # fit (`Trainer.max_steps` and `fit_loop.max_steps` are read-only properties), and the budget
+    # is only known here, once the module (its rounds and round_steps) meets the trainer.
+    loop.epoch_loop.max_steps = level_budget(trainer, plan)
+    loop.max_epochs = -1  # the levels, not epochs, end the run
+
+
 def level_budget(trainer, plan: LevelPlan) -> int:
     """Optimizer steps the run trains: every level, or fewer when `trainer.max_steps` stops it early."""
     if 0 <= trainer.max_steps < plan.total_steps:
