@@ -196,11 +196,16 @@ class PopulationModule(ChunkedClassifierModule):
         base = int(os.environ.get("PL_GLOBAL_SEED", 0))
         return [base + k for k in range(hp.population)]
 
+    def build_member(self) -> nn.Module:
+        """One member network, built from the global RNG (seeded per member by `StackedMembers`);
+        override to change how members are made (e.g. their initialisation)."""
+        return super().build_network()
+
     def build_network(self) -> StackedMembers:
         hp = self.hparams
         seeds = self.resolved_seeds()
         hp.member_seeds = seeds  # stored with checkpoints, so a reload rebuilds the same members
-        return StackedMembers(lambda: super(PopulationModule, self).build_network(), seeds)
+        return StackedMembers(self.build_member, seeds)
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -22,22 +22,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
-from lit_papers.core.classifier import ClassifierModule, parent_args
+from lit_papers.core.classifier import parent_args
 from lit_papers.core.figures import run_dir, save_figure
 from lit_papers.core.population import PopulationModule, StackedMembers
 
+from .imp import CONTROLS, IMP, State
 from .initializers import INITIALIZERS
 from .masks import check_rates, layer_rates, prunable_weights
-from .imp import CONTROLS
-from .pruning import PRUNING, prune, prune_random_counts
-from .schedule import LevelPlan, check_budget, level_budget
-from .snapshots import fresh_init
+from .pruning import PRUNING
+from .schedule import LevelPlan, check_budget, train_the_levels
 
 
 class LotteryPopulationModule(PopulationModule):
@@ -84,63 +83,70 @@ class LotteryPopulationModule(PopulationModule):
         if bad_levels:
             raise ValueError(f"eval_every={eval_every} must divide every level's length (round_steps="
                              f"{round_steps}, rewind_iteration={rewind_iteration}); levels {bad_levels} do not fit")
-        self.member_controls = [c for c in controls for _ in seeds]  # member index = c * S + s
-        self._member_seeds = [s for _ in controls for s in seeds]
-        super().__init__(**parent_args(PopulationModule, locals()), population=len(self.member_controls),
-                         member_seeds=self._member_seeds)
+        # member index = c * S + s
+        self.imp = IMP(plan, strategy, [c for c in controls for _ in seeds], [s for _ in controls for s in seeds])
+        super().__init__(**parent_args(PopulationModule, locals()), population=self.imp.num_members,
+                         member_seeds=self.imp.seeds)
         # under LightningCLI hparams hold only this signature: the parents' settings it fixes
         for key, value in (("lr_schedule", "constant"), ("milestones", (0.5, 0.75)), ("gamma", 0.1),
-                           ("population", self.num_members), ("member_seeds", self._member_seeds)):
+                           ("population", self.num_members), ("member_seeds", self.imp.seeds)):
             self.hparams.setdefault(key, value)
-        self.plan = plan
-        self.level = 0
-        self.histories: list[list[dict[str, Any]]] = [[] for _ in range(self.num_members)]
-        self._theta0: Optional[dict[str, Tensor]] = None
-        self._theta_rewind: Optional[dict[str, Tensor]] = None
-        self._early: Optional[dict[str, Any]] = None
-        self._last_val: Optional[tuple[Tensor, Tensor]] = None
+
+    @property
+    def plan(self) -> LevelPlan:
+        return self.imp.plan
+
+    @property
+    def histories(self) -> list[list[dict]]:
+        """Every member's per-level rows."""
+        return self.imp.histories
+
+    @property
+    def member_controls(self) -> list[str]:
+        return self.imp.controls
 
     # -- members -----------------------------------------------------------------------------
     @property
     def num_members(self) -> int:
-        return len(self.member_controls)
+        return self.imp.num_members
 
     def resolved_seeds(self) -> list[int]:
-        return list(self._member_seeds)
+        return list(self.imp.seeds)
 
-    def _make_member(self) -> nn.Module:
-        net = ClassifierModule.build_network(self)
+    def build_member(self) -> nn.Module:
+        net = super().build_member()
         INITIALIZERS.get(self.hparams.weight_init)(net)
         return net
 
     def build_network(self) -> StackedMembers:
-        stacked = StackedMembers(self._make_member, self.resolved_seeds())
+        stacked = super().build_network()
         with torch.random.fork_rng(devices=[]):  # the layer names and shapes only: leave the run's RNG alone
-            template = self._make_member()
+            template = self.build_member()
         self.prunable = list(prunable_weights(template))
         hp = self.hparams
-        self.rates = layer_rates(template, hp.prune_rate, hp.conv_prune_rate, hp.output_prune_rate)
+        self.imp.rates = layer_rates(template, hp.prune_rate, hp.conv_prune_rate, hp.output_prune_rate)
         return stacked
 
     def member_labels(self) -> list[str]:
         return [f"{c}, seed {s}" for c, s in zip(self.member_controls, self.resolved_seeds())]
 
-    def _ticket_of(self, k: int) -> Optional[int]:
-        """Index of the ticket member with member k's seed (None without a ticket control)."""
-        controls = list(dict.fromkeys(self.member_controls))
-        if "ticket" not in controls:
-            return None
-        per_control = len(self.member_controls) // len(controls)
-        return controls.index("ticket") * per_control + k % per_control
-
     def masks(self) -> dict[str, Tensor]:
         """name -> (K, *shape) bool masks (True = kept) of the prunable weights."""
-        return {n: ~getattr(self.net, f"pruned-{n.replace('.', '-')}") for n in self.prunable}
+        return self.imp.masks(self.device)
 
     def densities(self) -> list[float]:
-        masks = self.masks()
-        kept = sum(m.flatten(1).sum(1) for m in masks.values())
-        return (kept.float() / sum(m[0].numel() for m in masks.values())).tolist()
+        return [self.imp.density(k) for k in range(self.num_members)]
+
+    # what IMP reads and writes (`set_member_masks` is PopulationModule's)
+    def member_weights(self) -> State:
+        params = self.net.member_params()
+        return {n: params[n].detach() for n in self.prunable}
+
+    def live_members(self) -> State:
+        return {**{n: p.detach() for n, p in self.net.member_params().items()}, **self.net.member_buffers()}
+
+    def copy_members(self) -> State:
+        return {n: t.clone() for n, t in self.live_members().items()}
 
     # -- fit wiring --------------------------------------------------------------------------
     def check_trainer(self, trainer) -> None:
@@ -153,23 +159,13 @@ class LotteryPopulationModule(PopulationModule):
         if stage != TrainerFn.FITTING.value:
             return
         self.check_trainer(self.trainer)
-        loop = self.trainer.fit_loop
-        loop.epoch_loop.max_steps = level_budget(self.trainer, self.plan)  # the levels define the length
-        loop.max_epochs = -1
-        if self._theta0 is None:  # fresh run (a resumed one restores it in on_load_checkpoint)
-            # all-kept masks now, so a captured step includes the masking that later levels update
-            params = self.net.member_params()
-            self.net.set_masks({n: torch.ones_like(params[n], dtype=torch.bool) for n in self.prunable})
-            self._theta0 = self._stacked_copy()
-
-    def _stacked_copy(self) -> dict[str, Tensor]:
-        state = {n: p.detach().clone() for n, p in self.net.member_params().items()}
-        state.update({n: b.clone() for n, b in self.net.member_buffers().items()})
-        return state
+        train_the_levels(self.trainer, self.plan)
+        self.imp.start(self)
 
     @torch.no_grad()
-    def _load_stacked_(self, state: dict[str, Tensor], members: Optional[Tensor] = None) -> None:
-        """Copies `state` into the members selected by the bool (K,) `members` (all if None), in place."""
+    def load_members_(self, state: State, members: Optional[Tensor] = None) -> None:
+        """Copies `state` into the members selected by the bool (K,) `members` (all if None), in place
+        (a captured step keeps pointing at the same tensors), then zeroes the pruned weights."""
         current = {**self.net.member_params(), **self.net.member_buffers()}
         for name, value in state.items():
             target = current[name]
@@ -177,22 +173,24 @@ class LotteryPopulationModule(PopulationModule):
             if members is None:
                 target.copy_(value)
             else:
-                target.copy_(torch.where(members.view(-1, *[1] * (target.dim() - 1)), value, target))
+                chosen = members.to(target.device).view(-1, *[1] * (target.dim() - 1))
+                target.copy_(torch.where(chosen, value, target))
         self.net.mask_weights_()
 
     # -- the level loop, after every optimizer step ------------------------------------------
+    # Validation runs here rather than in Lightning's validation loop: `eval_every` may fall inside
+    # a call of `steps_per_call` steps (the MNIST-1D study validates every 25 iterations and takes
+    # 10 per call), and a level must end exactly at its last step, also in the middle of a call.
     def after_step_host(self) -> bool:
-        step, plan = self.global_step, self.plan
-        if self.level >= plan.levels:
+        imp, step = self.imp, self.global_step
+        if imp.finished:
             return False
-        k = plan.rewind_iteration
-        if k and self.level == 0 and step == k and self._theta_rewind is None:
-            self._theta_rewind = self._stacked_copy()  # theta_k: the state after k steps
-        if (step - plan.start(self.level)) % self.hparams.eval_every == 0:
-            self._record_validation(*self._evaluate(self.trainer.datamodule.val_dataloader()))
-        if step == plan.end(self.level):
+        imp.after_step(step, self)  # theta_k: the state after k steps
+        if (step - self.plan.start(imp.level)) % self.hparams.eval_every == 0:
+            imp.record_validation(*self._evaluate(self.trainer.datamodule.val_dataloader()), step, self)
+        if imp.level_ends_at(step):
             self._end_level()
-        return self.level < plan.levels
+        return not imp.finished
 
     @torch.no_grad()
     def _evaluate(self, loader) -> tuple[Tensor, Tensor]:
@@ -210,93 +208,15 @@ class LotteryPopulationModule(PopulationModule):
         return total[0] / total[2], total[1] / total[2]
 
     @torch.no_grad()
-    def _record_validation(self, loss: Tensor, acc: Tensor) -> None:
-        """Keeps each member's lowest-validation-loss state of this level (its early stop)."""
-        self._last_val = (loss, acc)
-        iteration = self.plan.iteration(self.global_step - 1) + 1
-        if self._early is None:
-            self._early = {"loss": loss.clone(), "acc": acc.clone(),
-                          "iteration": torch.full_like(loss, iteration, dtype=torch.long),
-                          "state": self._stacked_copy()}
-            return
-        better = loss < self._early["loss"]
-        best = self._early
-        best["loss"] = torch.where(better, loss, best["loss"])
-        best["acc"] = torch.where(better, acc, best["acc"])
-        best["iteration"] = torch.where(better, torch.full_like(best["iteration"], iteration), best["iteration"])
-        current = {**self.net.member_params(), **self.net.member_buffers()}  # read in place, no copy
-        for name, value in best["state"].items():
-            value.copy_(torch.where(better.view(-1, *[1] * (value.dim() - 1)), current[name], value))
-
-    @torch.no_grad()
     def _end_level(self) -> None:
-        """Records the level for every member, then (unless last) prunes, resets, restarts Adam."""
+        """Records the level for every member and, unless it was the last, prunes, resets and
+        restarts the optimizer (IMP decides; the test set is evaluated, never used to select)."""
         test = self.trainer.datamodule.test_dataloader()
-        final_loss, final_acc = self._evaluate(test)
-        last = self.level == self.plan.rounds
-        new_masks = None if last else self._next_masks()
-        self._load_stacked_(self._early["state"])
-        es_loss, es_acc = self._evaluate(test)
-        densities, masks = self.densities(), self.masks()
-        rows = {"es_iteration": self._early["iteration"], "es_val_loss": self._early["loss"],
-                "es_val_acc": self._early["acc"], "es_test_loss": es_loss, "es_test_acc": es_acc,
-                "final_val_loss": self._last_val[0], "final_val_acc": self._last_val[1],
-                "final_test_loss": final_loss, "final_test_acc": final_acc}
-        rows = {key: value.tolist() for key, value in rows.items()}
-        for k, history in enumerate(self.histories):
-            history.append({"level": self.level, "percent_remaining": 100.0 * densities[k],
-                            "kept": {n: int(m[k].sum()) for n, m in masks.items()},
-                            **{key: values[k] for key, values in rows.items()}})
-        self._log_level()
+        rows = self.imp.end_level(self, lambda: self._evaluate(test))
+        self._log_level(rows[0]["level"])
         self._write_history()
-        self.level += 1
-        self._early = None
-        if new_masks is None:
-            return
-        self.net.set_masks(new_masks)
-        self._reset_survivors()
-        self._restart_optimizer()
-
-    def _next_masks(self) -> dict[str, Tensor]:
-        """Every member's masks for the next level, from the weights at the end of this one."""
-        nxt, current = self.level + 1, self.masks()
-        params = self.net.member_params()
-        seeds, controls = self.resolved_seeds(), self.member_controls
-        strategy = self.hparams.strategy
-        out: list[Optional[dict[str, Tensor]]] = [None] * self.num_members
-        order = sorted(range(self.num_members), key=lambda k: controls[k] != "ticket")  # tickets first
-        for k in order:
-            mine = {n: m[k] for n, m in current.items()}
-            gen = torch.Generator().manual_seed(seeds[k] * 100_003 + nxt)
-            ticket = self._ticket_of(k)
-            if controls[k] == "reinit" and ticket is not None:
-                out[k] = out[ticket]
-            elif controls[k] == "random_prune" and ticket is not None:
-                counts = {n: int(mine[n].sum()) - int(out[ticket][n].sum()) for n in mine}
-                out[k] = prune_random_counts(mine, counts, gen)
-            else:
-                weights = {n: params[n][k] for n in self.prunable}
-                out[k] = prune("random" if controls[k] == "random_prune" else strategy, weights, mine,
-                               self.rates, gen)
-        return {n: torch.stack([masks[n] for masks in out]) for n in self.prunable}
-
-    def _reset_survivors(self) -> None:
-        """Ticket and random-pruning members back to theta_0 (or theta_k); reinit members get a
-        fresh draw per level, seeded like LotteryTicketModule's (control_seed = the member's seed)."""
-        target = self._theta_rewind if self.plan.rewind_iteration else self._theta0
-        self._load_stacked_(target)
-        reinit = [k for k, c in enumerate(self.member_controls) if c == "reinit"]
-        if not reinit:
-            return
-        fresh = {n: t.clone() for n, t in target.items()}
-        seeds = self.resolved_seeds()
-        for k in reinit:
-            state = fresh_init(self._make_member, seeds[k] * 100_003 + 50_000 + self.level)
-            for name, value in state.items():
-                fresh[name][k] = value.to(fresh[name].device)
-        chosen = torch.zeros(self.num_members, dtype=torch.bool, device=self.device)
-        chosen[reinit] = True
-        self._load_stacked_(fresh, chosen)
+        if not self.imp.finished:
+            self._restart_optimizer()
 
     def _restart_optimizer(self) -> None:
         """A fresh optimizer for the new level, in place: zero moments and step counts are Adam's
@@ -308,10 +228,10 @@ class LotteryPopulationModule(PopulationModule):
                     value.zero_()
 
     # -- outputs -----------------------------------------------------------------------------
-    def _log_level(self) -> None:
+    def _log_level(self, level: int) -> None:
         """Per-control means of the level's rows, straight to the loggers (any step, not only
         logging steps)."""
-        metrics: dict[str, float] = {"lottery/level": float(self.level)}
+        metrics: dict[str, float] = {"lottery/level": float(level)}
         for control in dict.fromkeys(self.member_controls):
             rows = [h[-1] for h, c in zip(self.histories, self.member_controls) if c == control]
             for key in ("percent_remaining", "es_iteration", "es_test_acc", "final_test_acc"):
@@ -353,16 +273,12 @@ class LotteryPopulationModule(PopulationModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["lottery_population"] = {
-            "level": self.level, "histories": self.histories, "theta0": self._theta0,
-            "theta_rewind": self._theta_rewind, "best": self._early, "last_val": self._last_val}
+        checkpoint["lottery_population"] = self.imp.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("lottery_population")
-        if state is None:
-            raise ValueError("checkpoint has no lottery study state: resume LotteryPopulationModule runs "
-                             "from their own checkpoints")
-        self.level, self.histories = state["level"], [list(h) for h in state["histories"]]
-        self._theta0, self._theta_rewind = state["theta0"], state["theta_rewind"]
-        self._early, self._last_val = state["best"], state["last_val"]
+        if state is None or "histories" not in state or "pruned_at" not in state:
+            raise ValueError("checkpoint has no lottery study state of this version: resume "
+                             "LotteryPopulationModule runs from their own checkpoints")
+        self.imp.load_state_dict(state)
