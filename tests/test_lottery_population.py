@@ -6,22 +6,25 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lit_papers.data import VisionDataModule
 from lit_papers.lottery import LotteryTicketModule
 from lit_papers.lottery.population import LotteryPopulationModule
+from lit_papers.lottery.pruning import prune_count
+from lit_papers.lottery.snapshots import fresh_init
 
 SHAPES = dict(num_classes=10, input_shape=(1, 28, 28), optimizer="adam", lr=2e-3)
 LEVELS = dict(rounds=2, round_steps=20, prune_rate=0.3)
 ROW_KEYS = ("percent_remaining", "es_iteration", "es_test_acc", "final_test_acc", "es_val_loss")
 
 
-def _fit(model, dataset: str = "mnist5k", **trainer_kw) -> L.Trainer:
+def _fit(model, dataset: str = "mnist5k", ckpt_path=None, **trainer_kw) -> L.Trainer:
     dm = VisionDataModule(dataset=dataset, batch_size=60, val_size=200, train_subset=480, eval_batch_size=200)
     trainer = L.Trainer(accelerator=trainer_kw.pop("accelerator", "cpu"), devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, **trainer_kw)
-    trainer.fit(model, datamodule=dm)
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        **{"enable_checkpointing": False, **trainer_kw})
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     return trainer
 
 
@@ -141,3 +144,93 @@ def test_mnist1d_study_config_smoke_writes_rows_the_report_reads(run_cli, tmp_pa
     out = capsys.readouterr().out
     assert "| 100.0 | " in out and "reinit − dense (pp)" in out and "| 65.1 |" in out
     assert (tmp_path / "fig.png").stat().st_size > 10_000
+
+
+# The same bit-exact checks as LotteryTicketModule's (tests/test_lottery_module.py), on the study.
+# 480 examples / batch 60 = 8 minibatches per epoch, 4 per call: every level (20 steps) starts at
+# the start of a call, so a callback sees each level's first state.
+STUDY = dict(seeds=[3], eval_every=10, steps_per_call=4, **SHAPES, **LEVELS)
+
+
+class LevelStarts(Callback):
+    """Every member's state, the masks and the optimizer state at the first call of every level."""
+
+    def __init__(self):
+        self.at = {}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        for lvl in range(module.plan.levels):
+            if trainer.global_step == module.plan.start(lvl) and lvl not in self.at:
+                opt = trainer.optimizers[0]
+                moments = [v for state in opt.state.values() for v in state.values() if torch.is_tensor(v)]
+                self.at[lvl] = dict(state=module.copy_members(), masks=module.masks(),
+                                    fresh_optimizer=all(bool((v == 0).all()) for v in moments))
+
+
+class StopAtEpoch(Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, module):
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+def test_study_levels_reset_survivors_to_theta0_bit_exact_and_controls_follow_their_ticket():
+    rec = LevelStarts()
+    pop = LotteryPopulationModule(**STUDY)
+    _fit(pop, callbacks=[rec])
+    ticket, reinit, random_prune = range(3)
+    theta0 = pop.imp.theta0
+    for lvl in (1, 2):
+        start, before = rec.at[lvl], rec.at[lvl - 1]
+        assert start["fresh_optimizer"]
+        fresh = fresh_init(pop.build_member, 3 * 100_003 + 50_000 + lvl)  # reinit's theta_0' of this level
+        for name, value in start["state"].items():
+            m = start["masks"].get(name, torch.ones_like(value, dtype=torch.bool))
+            for k in (ticket, random_prune):
+                assert torch.equal(value[k][m[k]], theta0[name][k][m[k]]), (name, k)  # biases: all of it
+                assert bool((value[k][~m[k]] == 0).all())
+            assert torch.equal(value[reinit][m[reinit]], fresh[name][m[reinit]]), name
+            assert bool((value[reinit][~m[reinit]] == 0).all())
+        for name, m in start["masks"].items():
+            kept = int(before["masks"][name][ticket].sum())
+            assert int(m[ticket].sum()) == kept - prune_count(kept, pop.imp.rates[name])
+            assert not (m & ~before["masks"][name]).any()  # nested, every member
+            assert torch.equal(m[reinit], m[ticket])  # the ticket's masks
+            assert int(m[random_prune].sum()) == int(m[ticket].sum())  # the ticket's counts ...
+            assert not torch.equal(m[random_prune], m[ticket])  # ... at random positions
+            assert not torch.equal(start["state"][name][reinit][m[reinit]], theta0[name][ticket][m[ticket]])
+
+
+def test_study_resume_mid_round_equals_uninterrupted(tmp_path):
+    full = LotteryPopulationModule(**STUDY)
+    _fit(full)
+    # epoch 3 ends at step 32, inside level 1 (steps 20..40); the checkpoint is taken there
+    part = LotteryPopulationModule(**STUDY)
+    cb = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=8)
+    trainer = _fit(part, callbacks=[StopAtEpoch(3), cb], enable_checkpointing=True)
+    assert trainer.global_step == 32 and part.imp.level == 1
+    resumed = LotteryPopulationModule(**STUDY)
+    trainer = _fit(resumed, ckpt_path=str(tmp_path / "last.ckpt"))
+    assert trainer.global_step == 60 and resumed.imp.finished
+    assert resumed.histories == full.histories
+    for key in ("theta0", "pruned_at"):
+        mine, theirs = getattr(resumed.imp, key), getattr(full.imp, key)
+        assert all(torch.equal(mine[n].cpu(), theirs[n].cpu()) for n in theirs), key
+    for name, value in full.net.state_dict().items():
+        assert torch.equal(resumed.net.state_dict()[name], value), name
+
+
+@pytest.mark.parametrize("optimizer", [dict(optimizer="sgd", lr=0.05, momentum=0.9),
+                                       dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+                                       dict(optimizer="adam", lr=2e-3, weight_decay=1e-3),
+                                       dict(optimizer="adamw", lr=2e-3, weight_decay=1e-2)],
+                         ids=["sgd_momentum", "sgd_nesterov_wd", "adam_l2", "adamw"])
+def test_study_pruned_weights_exactly_zero_under_every_optimizer(optimizer):
+    pop = LotteryPopulationModule(**{**STUDY, "controls": ["ticket", "random_prune"], **optimizer})
+    _fit(pop)
+    params = pop.net.member_params()
+    for name, mask in pop.masks().items():
+        assert bool((params[name][~mask] == 0.0).all()) and (~mask).any(), name
+    assert all(len(h) == LEVELS["rounds"] + 1 for h in pop.histories)

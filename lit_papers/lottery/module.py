@@ -160,11 +160,7 @@ class LotteryTicketModule(ClassifierModule):
             raise ValueError("LotteryTicketModule validates every k iterations: set "
                              "trainer.val_check_interval: <k> (an int) and "
                              "trainer.check_val_every_n_epoch: null")
-        bad = [lvl for lvl in range(self.plan.levels) if self.plan.length(lvl) % every]
-        if bad:
-            raise ValueError(f"trainer.val_check_interval={every} must divide every level's length "
-                             f"(round_steps={self.plan.round_steps}, rewind_iteration="
-                             f"{self.plan.rewind_iteration}); levels {bad} do not fit")
+        self.plan.check_interval(every, "trainer.val_check_interval")
         if trainer.accumulate_grad_batches != 1 or trainer.limit_val_batches == 0:
             raise ValueError("LotteryTicketModule needs accumulate_grad_batches: 1 and validation "
                              "batches (limit_val_batches > 0, data.val_size > 0)")

@@ -79,10 +79,7 @@ class LotteryPopulationModule(PopulationModule):
             raise ValueError(f"eval_every must be >= 1 iteration, got {eval_every}")
         plan = LevelPlan(rounds, round_steps, rewind_iteration)  # validates the numbers
         check_rates(strategy, prune_rate, conv_prune_rate, output_prune_rate)
-        bad_levels = [lvl for lvl in range(plan.levels) if plan.length(lvl) % eval_every]
-        if bad_levels:
-            raise ValueError(f"eval_every={eval_every} must divide every level's length (round_steps="
-                             f"{round_steps}, rewind_iteration={rewind_iteration}); levels {bad_levels} do not fit")
+        plan.check_interval(eval_every, "eval_every")
         # member index = c * S + s
         self.imp = IMP(plan, strategy, [c for c in controls for _ in seeds], [s for _ in controls for s in seeds])
         super().__init__(**parent_args(PopulationModule, locals()), population=self.imp.num_members,

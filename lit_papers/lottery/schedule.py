@@ -50,6 +50,13 @@ class LevelPlan:
     def total_steps(self) -> int:
         return self.end(self.rounds)
 
+    def check_interval(self, every: int, label: str) -> None:
+        """Evaluating every `every` iterations must land on every level's last step (its end)."""
+        bad = [level for level in range(self.levels) if self.length(level) % every]
+        if bad:
+            raise ValueError(f"{label}={every} must divide every level's length (round_steps={self.round_steps}, "
+                             f"rewind_iteration={self.rewind_iteration}); levels {bad} do not fit")
+
     def level_at(self, step: int) -> int:
         """The level that global step ``step`` belongs to (the last level for step >= total)."""
         level = 0
