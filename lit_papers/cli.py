@@ -14,7 +14,7 @@ from jsonargparse import Namespace
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
@@ -22,7 +22,7 @@ import lit_papers.modules  # noqa: F401  (registers every module and datamodule 
 from lit_papers.core import preflight, run_folder
 from lit_papers.errors import RunFailed, UsageError
 from lit_papers.core.derived_args import fill_data_derived, print_config_request
-from lit_papers.core.console import LayerSummary, announce_folder, announce_result, quiet_lightning
+from lit_papers.core.console import LayerSummary, announce_folder, announce_result, progress_bar, quiet_lightning
 from lit_papers.core.guards import NonFiniteGuard
 from lit_papers.core.last_checkpoint import LastCheckpoint
 from lit_papers.core.predictions import PredictionsFile
@@ -186,6 +186,9 @@ class LitPapersCLI(LightningCLI):
         if config.get("enable_model_summary") is not False and not any(isinstance(cb, ModelSummary)
                                                                          for cb in everything):
             extra.append(LayerSummary(max_depth=1))
+        if config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar)
+                                                                        for cb in everything):
+            extra.append(progress_bar())
         if self.subcommand == "fit" and not any(isinstance(cb, LearningRateMonitor) for cb in everything):
             # `lr-<Optimizer>` every logging step: FGE cycles, IMP's restarts, schedules all show
             extra.append(LearningRateMonitor(logging_interval="step"))

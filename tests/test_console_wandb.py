@@ -82,3 +82,7 @@ def test_a_users_wandb_logger_is_configured_not_doubled(tmp_path, monkeypatch):
     init = loggers[0]._wandb_init
     assert init["project"] == "custom" and init["tags"] == ["mine"] and init["group"] == "classifier"
     assert init["id"] == (cli.run_dir / ".wandb_id").read_text() and init["dir"] == str(cli.run_dir)
+    # with two loggers Lightning would show the last 4 characters of "0_<W&B run id>"
+    from lit_papers.core.console import progress_bar
+
+    assert progress_bar().get_metrics(cli.trainer, cli.model)["v_num"] == "0"

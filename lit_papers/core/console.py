@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.callbacks import ModelSummary, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
 
 log = logging.getLogger("lightning.pytorch.callbacks.model_summary")  # printed where Lightning prints its own
@@ -61,6 +61,34 @@ class LayerSummary(ModelSummary):
                      f"{get_human_readable_count(total_parameters - trainable_parameters).strip()} non-trainable, "
                      f"{model_size:.3f} MB{flops}")
         log.info("\n" + "\n".join(lines))
+
+
+class _RunNumber:
+    """`v_num` in the progress bar is the run folder's number (`version_3` -> 3). Lightning joins the
+    versions of all loggers and shows the last 4 characters, which with W&B is a piece of its run id."""
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        if "v_num" in items and trainer.loggers:
+            items["v_num"] = str(trainer.loggers[0].version)  # the run folder's CSV logger goes first
+        return items
+
+
+class RunRichProgressBar(_RunNumber, RichProgressBar):
+    """Lightning's rich progress bar, `v_num` = the run folder's number."""
+
+
+class RunTQDMProgressBar(_RunNumber, TQDMProgressBar):
+    """Lightning's tqdm progress bar, `v_num` = the run folder's number (where rich is not installed)."""
+
+
+def progress_bar():
+    """The progress bar Lightning would pick (rich when installed), showing the run folder's number."""
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return RunTQDMProgressBar()
+    return RunRichProgressBar()
 
 
 def announce_folder(folder: Path, subcommand: str) -> None:
