@@ -163,7 +163,7 @@ class LevelStarts(Callback):
             if trainer.global_step == module.plan.start(lvl) and lvl not in self.at:
                 opt = trainer.optimizers[0]
                 moments = [v for state in opt.state.values() for v in state.values() if torch.is_tensor(v)]
-                self.at[lvl] = dict(state=module.copy_members(), masks=module.masks(),
+                self.at[lvl] = dict(state=module.member_nets.copy_members(), masks=module.masks(),
                                     fresh_optimizer=all(bool((v == 0).all()) for v in moments))
 
 

@@ -10,6 +10,10 @@ Controls (``control``): ``ticket`` (the experiment), ``reinit`` (same masks, fre
 theta_0' each level) and ``random_prune`` (random masks with the same per-layer counts).
 With ``mask_source`` pointing to a finished ticket run, the controls use exactly that run's
 per-level masks (``reinit``) or per-layer counts (``random_prune``), as in the paper.
+
+What IMP decides (masks, resets, controls, seeds, early stopping) is `IMP` in imp.py, which sees
+this one network as a population of one; this module wires it into Lightning's hooks: exact
+masking around every optimizer step, validation, level ends, checkpoints.
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ from lit_papers.core.classifier import ClassifierModule
 from lit_papers.core.figures import run_dir, save_figure
 from lit_papers.core.optim import SCHEDULES, build_optimizer
 
-from .imp import IMP, State, load_mask_history
+from .imp import IMP, load_mask_history
 from .initializers import INITIALIZERS
 from .masks import MaskSet, check_rates, layer_rates, prunable_weights
+from .members import OneNetwork
 from .pruning import PRUNING
 from .schedule import LevelPlan, check_budget, train_the_levels
-from .snapshots import reset_to_, snapshot
 
 
 class LotteryTicketModule(ClassifierModule):
@@ -104,7 +108,7 @@ class LotteryTicketModule(ClassifierModule):
         """Per-layer pruning fractions (of surviving weights, per round)."""
         return self.imp.rates
 
-    # -- network + masks: the K = 1 members IMP works on ------------------------------------
+    # -- network + masks ---------------------------------------------------------------------
     def build_member(self) -> nn.Module:
         """A fresh network, initialised by `weight_init` from the global RNG."""
         net = super().build_network()
@@ -115,6 +119,7 @@ class LotteryTicketModule(ClassifierModule):
         net = self.build_member()
         self._weights = prunable_weights(net)
         self.masks = MaskSet(self._weights)
+        self.member_nets = OneNetwork(net, self.masks, self._weights, self.build_member)  # what IMP works on
         self.imp.rates = layer_rates(net, self.hparams.prune_rate, self.hparams.conv_prune_rate,
                                      self.hparams.output_prune_rate)
         return net
@@ -123,24 +128,6 @@ class LotteryTicketModule(ClassifierModule):
         """Fraction of prunable weights currently kept."""
         return self.masks.density()
 
-    # IMP sees the one network as a population of one: every tensor gets a leading member axis.
-    def member_weights(self) -> State:
-        return {n: w.detach()[None] for n, w in self._weights.items()}
-
-    def copy_members(self) -> State:
-        return {n: v[None] for n, v in snapshot(self.net).items()}  # on the CPU, read once per level
-
-    def live_members(self) -> State:
-        return {n: v[None] for n, v in self.net.state_dict().items()}
-
-    def load_members_(self, state: State, members: Optional[Tensor] = None) -> None:
-        if members is None or bool(members[0]):
-            reset_to_(self.net, {n: v[0] for n, v in state.items()}, self.masks, self._weights)
-
-    def set_member_masks(self, masks: State) -> None:
-        self.masks.load_({n: m[0] for n, m in masks.items()})
-        self.masks.apply_to_weights_(self._weights)
-
     # -- fit wiring --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -148,7 +135,7 @@ class LotteryTicketModule(ClassifierModule):
             return
         self.check_trainer(self.trainer)
         train_the_levels(self.trainer, self.plan)
-        self.imp.start(self)
+        self.imp.start(self.member_nets)
         if self.hparams.mask_source and self.hparams.control != "ticket":
             self.imp.source_pruned_at = load_mask_history(self.hparams.mask_source, self.plan.rounds)
 
@@ -192,7 +179,7 @@ class LotteryTicketModule(ClassifierModule):
         if self.imp.level_ends_at(self.global_step):
             # resumed from a checkpoint taken after a level's last step but before its validation
             self._validate_and_end_level()
-        self.imp.after_step(self.global_step, self)  # theta_k: the state after k steps
+        self.imp.after_step(self.global_step, self.member_nets)  # theta_k: the state after k steps
 
     # -- validation: early stopping bookkeeping, level ends -----------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -214,7 +201,8 @@ class LotteryTicketModule(ClassifierModule):
         # progress per evaluation rather than per step: per-step logging costs more than a LeNet step
         self.log_dict({"lottery/round": float(self.level), "lottery/density": self.density()})
         with torch.inference_mode(False), torch.no_grad():  # new state must be ordinary tensors
-            self.imp.record_validation(stats[0:1] / stats[2], stats[1:2] / stats[2], self.global_step, self)
+            loss, acc = stats[0:1] / stats[2], stats[1:2] / stats[2]  # (1,): one member
+            self.imp.record_validation(loss, acc, self.global_step, self.member_nets)
             if self.imp.level_ends_at(self.global_step):
                 self._end_level()
 
@@ -225,12 +213,12 @@ class LotteryTicketModule(ClassifierModule):
     @torch.no_grad()
     def _validate_and_end_level(self, log: bool = True) -> None:
         val_loss, val_acc = self._evaluate(self.trainer.datamodule.val_dataloader())
-        self.imp.record_validation(val_loss, val_acc, self.global_step, self)
+        self.imp.record_validation(val_loss, val_acc, self.global_step, self.member_nets)
         self._end_level(log)
 
     def _end_level(self, log: bool = True) -> None:
         """Records this level, then (unless last) prunes, resets and restarts the optimizer."""
-        row = self.imp.end_level(self, self.evaluate_test)[0]
+        row = self.imp.end_level(self.member_nets, self.evaluate_test)[0]
         if log:
             self.log_dict({f"lottery/{k}": float(v) for k, v in row.items() if k != "kept"})
         self._write_history()

@@ -11,11 +11,12 @@ Member (c, s) follows the run `LotteryTicketModule` would train alone with `seed
 `control: c`, `control_seed: s` and, for the controls, `mask_source:` the ticket run of seed s
 (a test checks weights, masks and per-level rows against those separate runs).
 
-The levels, early stopping and test evaluation follow `LotteryTicketModule`: validation loss
-every `eval_every` iterations selects each member's early-stopping iteration, the test set is
-only evaluated (at that iteration and at the level's end), the trained weights of the level's
-end are what the next masks are computed from. Outputs: `lottery_population.json` (every member's
-per-level rows) and the `lottery_rounds` figure (mean +- std over seeds per control).
+The levels, masks, resets, controls and early stopping are the `IMP` object (imp.py) that
+drives `LotteryTicketModule`, here with K members: validation loss every `eval_every` iterations
+selects each member's early-stopping iteration, the test set is only evaluated (at that
+iteration and at the level's end), the trained weights of the level's end are what the next
+masks are computed from. Outputs: `lottery_population.json` (every member's per-level rows) and
+the `lottery_rounds` figure (mean +- std over seeds per control).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from lit_papers.core.classifier import parent_args
 from lit_papers.core.figures import run_dir, save_figure
 from lit_papers.core.population import PopulationModule, StackedMembers
 
-from .imp import CONTROLS, IMP, State
+from .imp import CONTROLS, IMP
 from .initializers import INITIALIZERS
 from .masks import check_rates, layer_rates, prunable_weights
+from .members import StackedNetworks
 from .pruning import PRUNING
 from .schedule import LevelPlan, check_budget, train_the_levels
 
@@ -122,6 +124,7 @@ class LotteryPopulationModule(PopulationModule):
         self.prunable = list(prunable_weights(template))
         hp = self.hparams
         self.imp.rates = layer_rates(template, hp.prune_rate, hp.conv_prune_rate, hp.output_prune_rate)
+        self.member_nets = StackedNetworks(stacked, self.prunable, self.build_member)  # what IMP works on
         return stacked
 
     def member_labels(self) -> list[str]:
@@ -133,17 +136,6 @@ class LotteryPopulationModule(PopulationModule):
 
     def densities(self) -> list[float]:
         return [self.imp.density(k) for k in range(self.num_members)]
-
-    # what IMP reads and writes (`set_member_masks` is PopulationModule's)
-    def member_weights(self) -> State:
-        params = self.net.member_params()
-        return {n: params[n].detach() for n in self.prunable}
-
-    def live_members(self) -> State:
-        return {**{n: p.detach() for n, p in self.net.member_params().items()}, **self.net.member_buffers()}
-
-    def copy_members(self) -> State:
-        return {n: t.clone() for n, t in self.live_members().items()}
 
     # -- fit wiring --------------------------------------------------------------------------
     def check_trainer(self, trainer) -> None:
@@ -157,22 +149,7 @@ class LotteryPopulationModule(PopulationModule):
             return
         self.check_trainer(self.trainer)
         train_the_levels(self.trainer, self.plan)
-        self.imp.start(self)
-
-    @torch.no_grad()
-    def load_members_(self, state: State, members: Optional[Tensor] = None) -> None:
-        """Copies `state` into the members selected by the bool (K,) `members` (all if None), in place
-        (a captured step keeps pointing at the same tensors), then zeroes the pruned weights."""
-        current = {**self.net.member_params(), **self.net.member_buffers()}
-        for name, value in state.items():
-            target = current[name]
-            value = value.to(target.device)  # theta_0 is taken in setup, before the move to the device
-            if members is None:
-                target.copy_(value)
-            else:
-                chosen = members.to(target.device).view(-1, *[1] * (target.dim() - 1))
-                target.copy_(torch.where(chosen, value, target))
-        self.net.mask_weights_()
+        self.imp.start(self.member_nets)
 
     # -- the level loop, after every optimizer step ------------------------------------------
     # Validation runs here rather than in Lightning's validation loop: `eval_every` may fall inside
@@ -182,9 +159,9 @@ class LotteryPopulationModule(PopulationModule):
         imp, step = self.imp, self.global_step
         if imp.finished:
             return False
-        imp.after_step(step, self)  # theta_k: the state after k steps
+        imp.after_step(step, self.member_nets)  # theta_k: the state after k steps
         if (step - self.plan.start(imp.level)) % self.hparams.eval_every == 0:
-            imp.record_validation(*self._evaluate(self.trainer.datamodule.val_dataloader()), step, self)
+            imp.record_validation(*self._evaluate(self.trainer.datamodule.val_dataloader()), step, self.member_nets)
         if imp.level_ends_at(step):
             self._end_level()
         return not imp.finished
@@ -209,7 +186,7 @@ class LotteryPopulationModule(PopulationModule):
         """Records the level for every member and, unless it was the last, prunes, resets and
         restarts the optimizer (IMP decides; the test set is evaluated, never used to select)."""
         test = self.trainer.datamodule.test_dataloader()
-        rows = self.imp.end_level(self, lambda: self._evaluate(test))
+        rows = self.imp.end_level(self.member_nets, lambda: self._evaluate(test))
         self._log_level(rows[0]["level"])
         self._write_history()
         if not self.imp.finished:
