@@ -19,7 +19,7 @@ from lightning.pytorch.cli import ArgsType, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 import lit_papers.modules  # noqa: F401  (registers every module and datamodule for short names)
-from lit_papers.core import preflight, run_folder
+from lit_papers.core import config_bases, preflight, run_folder
 from lit_papers.errors import RunFailed, UsageError
 from lit_papers.core.derived_args import fill_data_derived, print_config_request
 from lit_papers.core.console import LayerSummary, announce_folder, announce_result, progress_bar, quiet_lightning
@@ -66,6 +66,9 @@ class LitPapersCLI(LightningCLI):
                             help="Test the best checkpoint after fit (default: the module's choice).")
         parser.add_argument("--checkpoint_every_n_epochs", type=PositiveInt, default=1,
                             help="Refresh checkpoints/last.ckpt every N epochs (and at the end of fit).")
+        parser.add_argument(f"--{config_bases.KEY}", type=Optional[Union[str, list[str]]], default=None,
+                            help="In a config file only: the config file(s) it is a delta of, relative to it, "
+                                 "applied before it (lit_papers/core/config_bases.py).")
 
     # -- parsing: values the datamodule determines ----------------------------------------------
     def parse_arguments(self, parser, args) -> None:
@@ -73,19 +76,27 @@ class LitPapersCLI(LightningCLI):
         `input_shape`) where they are null, so `--print_config`, config.yaml and the W&B config
         hold the values the run uses. `--print_config` is therefore answered here, after filling."""
         argv = sys.argv[1:] if args is None else args
-        printing = None if isinstance(argv, (dict, Namespace)) else print_config_request(argv)
-        if printing is None:
+        if isinstance(argv, (dict, Namespace)):
+            printing, given = None, []
             super().parse_arguments(parser, args)
         else:
-            kept = [a for a in argv if a != printing[0]]
-            saved = sys.argv
-            sys.argv = [saved[0], *kept]
-            try:
-                super().parse_arguments(parser, None)
-            finally:
-                sys.argv = saved
+            # A config file's `base:` files go before it as --config (config_bases.py).
+            argv, given = config_bases.expand(list(argv))
+            printing = print_config_request(argv)
+            if printing is not None:
+                argv = [a for a in argv if a != printing[0]]
+            if args is not None:
+                super().parse_arguments(parser, argv)
+            else:  # as sys.argv: LightningCLI warns when given args while sys.argv holds some
+                saved = sys.argv
+                sys.argv = [saved[0], *argv]
+                try:
+                    super().parse_arguments(parser, None)
+                finally:
+                    sys.argv = saved
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
+        config_bases.drop_bases(config, given)
         fill_data_derived(config)
         if printing is not None:
             sys.stdout.write(self._parser(subcommand).dump(config, **printing[1]))
