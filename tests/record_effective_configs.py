@@ -28,9 +28,11 @@ OVERLAID = {"overlays/debug.yaml": "deq.yaml"}
 
 
 def config_files() -> list[str]:
-    """Every committed config, relative to configs/ (bases included: each still resolves by itself)."""
+    """Every committed config a user runs, relative to configs/; the files under a `base/` folder are
+    only read through the configs naming them (`base:`), and need not be complete by themselves."""
     out = subprocess.run(["git", "ls-files", "configs"], cwd=REPO, capture_output=True, text=True, check=True)
-    return sorted(p.removeprefix("configs/") for p in out.stdout.split() if p.endswith(".yaml"))
+    return sorted(p.removeprefix("configs/") for p in out.stdout.split()
+                  if p.endswith(".yaml") and "base" not in Path(p).parts)
 
 
 def cases() -> dict[str, list[str]]:
@@ -51,8 +53,9 @@ def effective(files: list[str]) -> str:
     args = ["fit"]
     for rel in files:
         args += ["--config", f"configs/{rel}"]
-    out, cwd = io.StringIO(), os.getcwd()
+    out, cwd, argv = io.StringIO(), os.getcwd(), sys.argv
     os.chdir(REPO)
+    sys.argv = argv[:1]  # as a command with these arguments only
     try:
         with contextlib.redirect_stdout(out):
             main([*args, "--print_config"])
@@ -61,6 +64,7 @@ def effective(files: list[str]) -> str:
             raise RuntimeError(f"{' '.join(args)} --print_config exited {done.code}") from None
     finally:
         os.chdir(cwd)
+        sys.argv = argv
     return out.getvalue()
 
 
