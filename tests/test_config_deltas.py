@@ -119,10 +119,11 @@ def test_bad_base_is_a_usage_error_naming_the_file(case, tmp_path, capsys, monke
         expected = ["--base", "--config BASE --config FILE"]
     extra = ["--base", "x.yaml"] if case == "command line" else []
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", config, *extra, "--print_config"])
+        main(["fit", "--config", config, *extra, f"--run_root={tmp_path / 'runs'}"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and all(e in err for e in expected), err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
 
 
 def test_chain_applies_each_listed_base_with_its_own_bases_first(tmp_path):
