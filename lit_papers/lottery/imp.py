@@ -6,7 +6,7 @@ member's per-weight pruning level (`pruned_at`, from which each level's masks fo
 theta_k / the one-shot dense weights, the reset rule, the controls and their seeds, and each
 member's early-stopping bookkeeping. It is plain Python and torch, with no Lightning in it: the
 modules call it from their hooks and hand it their networks through the small `MemberNets`
-interface below.
+interface below (members.py: a plain network with its `MaskSet`, or a population's stacked members).
 
 Member k has a control (`ticket`, `reinit`, `random_prune`) and a seed. The seed draws the
 member's random masks (`seed * 100_003 + level`) and, for `reinit`, its fresh theta_0' of every
@@ -15,8 +15,9 @@ level (`seed * 100_003 + 50_000 + level`), so a member of a population and the s
 per-layer counts (`random_prune`) from its reference ticket: the ticket member of the same seed in
 the population, else an earlier ticket run's `pruned_at` (`mask_source`), else it prunes on its own.
 
-A new pruning criterion is a function in `PRUNING` (pruning.py); a new control is a branch in
-`IMP._member_masks` (its masks) and, if it changes the reset, in `IMP._reset` (its weights).
+A new pruning criterion is a function in `PRUNING` (pruning.py); a new control is a name in
+`CONTROLS` and a branch in `IMP._member_masks` (its masks) and, if it changes the reset, in
+`IMP._reset` (its weights). Both modules then run it.
 """
 
 from __future__ import annotations
