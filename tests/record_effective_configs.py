@@ -7,6 +7,7 @@ rerecords them deliberately, and the diff shows what it changed:
 
     python tests/record_effective_configs.py            # rewrite the recordings
     python tests/record_effective_configs.py --check    # exit 1 when a recording differs
+    python tests/record_effective_configs.py --repetition  # how much the config files repeat
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import io
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -68,10 +70,28 @@ def effective(files: list[str]) -> str:
     return out.getvalue()
 
 
+def repetition() -> tuple[int, int]:
+    """(non-comment lines of all committed config files, bases included; those of them that occur
+    verbatim in 3 or more files)."""
+    out = subprocess.run(["git", "ls-files", "configs"], cwd=REPO, capture_output=True, text=True, check=True)
+    files = {p: [line.rstrip() for line in (REPO / p).read_text().splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")]
+             for p in out.stdout.split() if p.endswith(".yaml") and (REPO / p).is_file()}
+    count = Counter(line for lines in files.values() for line in set(lines))
+    total = sum(len(lines) for lines in files.values())
+    return total, sum(1 for lines in files.values() for line in lines if count[line] >= 3)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="compare with the recordings; write nothing")
+    parser.add_argument("--repetition", action="store_true",
+                        help="print the share of config lines that recur in 3 or more files; write nothing")
     args = parser.parse_args(argv)
+    if args.repetition:
+        total, repeated = repetition()
+        print(f"{repeated} of {total} non-comment config lines ({repeated / total:.0%}) recur in 3 or more files")
+        return 0
     os.environ.setdefault("WANDB_MODE", "disabled")
     differing = []
     for name, files in cases().items():
