@@ -85,9 +85,9 @@ class LitPapersCLI(LightningCLI):
             printing = print_config_request(argv)
             if printing is not None:
                 argv = [a for a in argv if a != printing[0]]
-            if args is not None:
+            if args is not None and printing is None:
                 super().parse_arguments(parser, argv)
-            else:  # as sys.argv: LightningCLI warns when given args while sys.argv holds some
+            else:
                 saved = sys.argv
                 sys.argv = [saved[0], *argv]
                 try:
