@@ -159,5 +159,5 @@ def test_cuda_graph_steps_equal_eager_steps(optimizer):
     torch.manual_seed(2)
     graph = ChunkedClassifierModule(steps_per_call=4, step_capture="cuda_graph", **kw)
     _fit(graph, accelerator="gpu", on_device=True, dataset="digits")
-    assert graph.capture_mode == "cuda_graph" and graph._graph is not None
+    assert graph.capture_mode == "cuda_graph" and graph.stepper.graph is not None
     assert _max_diff(eager, graph) < 1e-4

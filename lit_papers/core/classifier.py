@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Optional
 
@@ -16,16 +15,6 @@ from lit_papers.models import build_model
 
 from .optim import configure_from_hparams
 from .running_accuracy import RunningAccuracy
-
-
-def parent_args(parent: type, values: dict) -> dict:
-    """The arguments of `parent.__init__` found in `values` (a subclass `__init__`'s `locals()`).
-
-    Subclasses repeat their parent's arguments in their own signatures (LightningCLI and
-    `save_hyperparameters` read them there); this forwards them without listing each one again.
-    """
-    names = inspect.signature(parent.__init__).parameters
-    return {name: values[name] for name in names if name != "self" and name in values}
 
 
 class ClassifierModule(L.LightningModule):

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from lit_papers.core.population import StackedMembers
+from lit_papers.core.stacked_members import StackedMembers
 
 from .imp import State
 from .masks import MaskSet

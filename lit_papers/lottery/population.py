@@ -29,9 +29,10 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
-from lit_papers.core.classifier import parent_args
 from lit_papers.core.figures import run_dir, save_figure
-from lit_papers.core.population import PopulationModule, StackedMembers
+from lit_papers.core.init_args import parent_args
+from lit_papers.core.population import PopulationModule
+from lit_papers.core.stacked_members import StackedMembers
 
 from .imp import CONTROLS, IMP
 from .initializers import INITIALIZERS
@@ -45,7 +46,7 @@ class LotteryPopulationModule(PopulationModule):
     """Iterative magnitude pruning for `len(controls) x len(seeds)` members trained at once.
 
     Args (network and optimizer as in ClassifierModule; the learning rate is constant, as in the
-    paper's LeNet and Conv experiments; steps run as in ChunkedClassifierModule):
+    paper's LeNet and Conv experiments; steps run by `ChunkedSteps`, as in PopulationModule):
         seeds: one member per seed and control; seed s gives theta_0 and the controls' draws.
         controls: any of `ticket`, `reinit`, `random_prune`; with `ticket` present, the controls
             of seed s take their masks (reinit) or per-layer counts (random_prune) from the
@@ -90,6 +91,7 @@ class LotteryPopulationModule(PopulationModule):
         for key, value in (("lr_schedule", "constant"), ("milestones", (0.5, 0.75)), ("gamma", 0.1),
                            ("population", self.num_members), ("member_seeds", self.imp.seeds)):
             self.hparams.setdefault(key, value)
+        self.stepper.after_step = self._after_step  # the level loop, on the host after every step
 
     @property
     def plan(self) -> LevelPlan:
@@ -155,7 +157,10 @@ class LotteryPopulationModule(PopulationModule):
     # Validation runs here rather than in Lightning's validation loop: `eval_every` may fall inside
     # a call of `steps_per_call` steps (the MNIST-1D study validates every 25 iterations and takes
     # 10 per call), and a level must end exactly at its last step, also in the middle of a call.
-    def after_step_host(self) -> bool:
+    def _after_step(self) -> bool:
+        """Runs on the host after every optimizer step (`ChunkedSteps.after_step`), with
+        `global_step` counting it; False once the study is finished (the call's remaining
+        minibatches are skipped)."""
         imp, step = self.imp, self.global_step
         if imp.finished:
             return False

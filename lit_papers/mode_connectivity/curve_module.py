@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from lit_papers.core import ClassifierModule, run_dir, save_figure
-from lit_papers.core.classifier import parent_args
+from lit_papers.core.init_args import parent_args
 from lit_papers.core.optim import SCHEDULES, build_optimizer
 from lit_papers.models import build_model
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_papers.core import ClassifierModule, run_dir, save_figure
-from lit_papers.core.classifier import parent_args
+from lit_papers.core.init_args import parent_args
 from lit_papers.core.optim import SCHEDULES, build_optimizer
 
 from .batchnorm import has_batchnorm, recompute_bn
