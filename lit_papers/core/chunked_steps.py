@@ -8,8 +8,9 @@ asks of the module (the seam):
 - `member_losses(x, y) -> (losses (K,), correct (K,))`: the differentiable mean loss and the
   correct count of each of its K members on one minibatch (K = 1 for one network), and
   `num_members` (K);
-- `automatic_optimization = False`, and hparams naming the optimizer and schedule as
-  `configure_from_hparams` reads them (`optimizer`, `lr`, ..., `lr_schedule`) plus `input_shape`;
+- `automatic_optimization = False`, `hparams.input_shape` (one sample's shape, to tell a grouped
+  batch from a plain one), and a `configure_optimizers` that passes what it builds through
+  `ChunkedSteps.configure_optimizers`, its schedule over `total_optimizer_steps` optimizer steps;
 - optionally Lightning's own hooks `on_before_optimizer_step(optimizer)` (between backward and the
   step; e.g. masking gradients) and `optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)`
   (code after `super().optimizer_step(...)` runs right after the step; e.g. re-masking weights). The
@@ -32,10 +33,13 @@ from typing import Optional
 import torch
 
 from .member_metrics import MemberSums
-from .optim import build_optimizer, build_scheduler
 from .step_capture import STEP_CAPTURE, GraphStep, StepChunks, make_capturable, resolve_capture
 
 _CAPTURABLE = ("adam", "adamw")  # optimizers whose step takes a tensor lr inside a CUDA graph
+
+
+def _capturable(optimizer: torch.optim.Optimizer) -> bool:
+    return isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW))
 
 
 @contextmanager
@@ -97,29 +101,27 @@ class ChunkedSteps:
             raise ValueError(f"{name} steps the optimizer itself and needs "
                              f"trainer.precision=32-true, got {trainer.precision}")
 
-    def configure_optimizers(self, module):
-        """The module's optimizer and per-step schedule from its hparams, ready for the capture mode."""
-        hp = module.hparams
+    def configure_optimizers(self, module, configured):
+        """Readies what the module's `configure_optimizers` built (one optimizer, or Lightning's dict
+        with one optimizer and a per-step `lr_scheduler`) for the capture mode; returns it as is.
+
+        Build a schedule over `total_optimizer_steps(trainer)`: Lightning's estimate counts calls.
+        """
         self.mode = resolve_capture(self.step_capture, module.device)
-        module.check_trainer(module.trainer)
-        if self.mode == "cuda_graph" and hp.optimizer not in _CAPTURABLE and hp.lr_schedule != "constant":
-            raise ValueError(f"step_capture=cuda_graph with optimizer={hp.optimizer!r} needs "
+        check = getattr(module, "check_trainer", None)  # the module's own checks include the part's
+        check(module.trainer) if callable(check) else self.check_trainer(module, module.trainer)
+        opt = configured["optimizer"] if isinstance(configured, dict) else configured
+        if self.mode == "cuda_graph" and not _capturable(opt) and isinstance(configured, dict) \
+                and configured.get("lr_scheduler") is not None:
+            raise ValueError(f"step_capture=cuda_graph with optimizer={type(opt).__name__.lower()!r} needs "
                              f"lr_schedule=constant (its lr is baked into the graph); use one of "
                              f"{_CAPTURABLE} or step_capture=compile")
-        opt = build_optimizer(hp.optimizer, module.parameters(), lr=hp.lr, momentum=hp.momentum,
-                              weight_decay=hp.weight_decay, nesterov=hp.nesterov)
         self.graph = None  # a captured step belongs to one optimizer: a new fit captures anew
-        sched = None
-        if hp.lr_schedule != "constant":
-            sched = build_scheduler(hp.lr_schedule, opt, self.total_optimizer_steps(module.trainer),
-                                    hp.milestones, hp.gamma)
-        if self.mode == "cuda_graph" and hp.optimizer in _CAPTURABLE:
+        if self.mode == "cuda_graph" and _capturable(opt):
             make_capturable(opt, module.device)
         if self.mode == "compile" and self._compiled is None:
             self._compiled = torch.compile(module.member_losses, mode="reduce-overhead")
-        if sched is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return configured
 
     @staticmethod
     def total_optimizer_steps(trainer) -> int:
@@ -199,7 +201,7 @@ class ChunkedSteps:
                                   self._closure(module, raw, module.member_losses, xs, ys, call))
 
         if self.graph is None:
-            if module.hparams.optimizer in _CAPTURABLE:
+            if _capturable(raw):
                 make_capturable(raw, module.device)  # again: a resumed checkpoint restores old groups
             tensors = [*module.parameters(), *module.buffers(), *call]
             self.graph = GraphStep(step, raw, tensors, x, y)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Optional
 
 import torch
 
@@ -80,15 +81,16 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: in
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step, total_steps))
 
 
-def configure_from_hparams(module) -> torch.optim.Optimizer | dict:
+def configure_from_hparams(module, total_steps: Optional[Callable[[], int]] = None) -> torch.optim.Optimizer | dict:
     """`configure_optimizers`'s return for a LightningModule whose hparams name `optimizer`, `lr`
     and optionally momentum, weight_decay, nesterov, `lr_schedule` (stepped every optimizer step
-    over the whole fit), milestones and gamma."""
+    over the whole fit), milestones and gamma. `total_steps` gives the fit's optimizer steps
+    (default: Lightning's `estimated_stepping_batches`, one step per `training_step`)."""
     hp = module.hparams
     opt = build_optimizer(hp.optimizer, module.parameters(), lr=hp.lr, momentum=hp.get("momentum", 0.0),
                           weight_decay=hp.get("weight_decay", 0.0), nesterov=hp.get("nesterov", False))
     if hp.get("lr_schedule", "constant") == "constant":
         return opt
-    total = max(int(module.trainer.estimated_stepping_batches), 1)
+    total = total_steps() if total_steps is not None else max(int(module.trainer.estimated_stepping_batches), 1)
     sched = build_scheduler(hp.lr_schedule, opt, total, hp.get("milestones", (0.5, 0.75)), hp.get("gamma", 0.1))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

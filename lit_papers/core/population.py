@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import partial
 from typing import Optional
 
 import torch
@@ -21,6 +22,7 @@ from .classifier import ClassifierModule
 from .figures import run_dir, save_figure
 from .init_args import parent_args
 from .member_metrics import MemberSums, ensemble_stats, log_members, member_stats
+from .optim import configure_from_hparams
 from .population_records import MemberRecords, members_figure, write_json
 from .stacked_members import StackedMembers
 
@@ -130,7 +132,8 @@ class PopulationModule(ClassifierModule):
         self.stepper.check_trainer(self, trainer)
 
     def configure_optimizers(self):
-        return self.stepper.configure_optimizers(self)
+        total = partial(self.stepper.total_optimizer_steps, self.trainer)  # optimizer steps, not calls
+        return self.stepper.configure_optimizers(self, configure_from_hparams(self, total_steps=total))
 
     def training_step(self, batch, batch_idx: int) -> None:
         self.stepper.training_step(self, batch, batch_idx)
