@@ -13,11 +13,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_papers.models import build_model
 
+from .host_overhead import LeanHookNames, logging_step
 from .optim import configure_from_hparams
 from .running_accuracy import RunningAccuracy
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(LeanHookNames, L.LightningModule):
     """A network from `lit_papers.models` trained with cross-entropy.
 
     Args:
@@ -52,15 +53,6 @@ class ClassifierModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes or 2, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes or 2, average="micro")
 
-    def __setattr__(self, name: str, value) -> None:
-        # Lightning sets `_current_fx_name` (a hook name or None) before and after every hook it
-        # calls, ~40 times per training step; nn.Module.__setattr__ spends ~1.5 us on each checking
-        # for parameters, modules and buffers, which a plain string never is.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     # -- construction ------------------------------------------------------------------------
     def build_network(self) -> nn.Module:
         """The network; override to build something else from `self.hparams`."""
@@ -94,20 +86,9 @@ class ClassifierModule(L.LightningModule):
         # update() only: the metric's forward would also compute a per-batch value nobody reads,
         # and the epoch value is logged once in on_train_epoch_end (host time per step matters).
         self.train_acc.update(logits.detach(), y)
-        if self._logging_step():
+        if logging_step(self):  # step metrics only on the steps the loggers write
             self.log("train/loss", loss, prog_bar=True)
         return loss
-
-    def _logging_step(self) -> bool:
-        """True on the steps whose values reach the loggers (every `log_every_n_steps`).
-
-        A step-level `self.log` costs host time even on the steps Lightning does not write, so
-        step metrics are only logged when they will be recorded: metrics.csv is unchanged.
-        """
-        try:
-            return bool(self.trainer._logger_connector.should_update_logs)
-        except (AttributeError, RuntimeError, NotImplementedError):
-            return True
 
     def on_train_epoch_end(self) -> None:
         self.log("train/acc", self.train_acc, prog_bar=True)

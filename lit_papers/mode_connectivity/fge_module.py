@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_papers.core import ClassifierModule, run_dir, save_figure
+from lit_papers.core.host_overhead import logging_step
 from lit_papers.core.init_args import parent_args
 from lit_papers.core.optim import SCHEDULES, build_optimizer
 
@@ -180,7 +181,7 @@ class FGEModule(ClassifierModule):
             return loss
         x, y = batch
         single_loss = F.cross_entropy(self.single(x), y)
-        if self._logging_step():
+        if logging_step(self):
             self.log("fge/single_train_loss", single_loss)
         return loss + single_loss  # disjoint parameters: each network gets its own gradient
 
