@@ -16,7 +16,7 @@ from benchmarks import plain
 from lit_papers.core import ClassifierModule
 from lit_papers.core.chunked_classifier import ChunkedClassifierModule
 from lit_papers.core.population import PopulationModule
-from lit_papers.core.step_capture import StepChunks
+from lit_papers.core.step_chunks import StepChunks
 from lit_papers.data.device_loader import DeviceBatches
 from lit_papers.registry import Registry
 

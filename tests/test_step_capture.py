@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from lit_papers.core import ClassifierModule
 from lit_papers.core.chunked_classifier import ChunkedClassifierModule
-from lit_papers.core.step_capture import StepChunks, run_undone
+from lit_papers.core.step_capture import run_undone
+from lit_papers.core.step_chunks import StepChunks
 from lit_papers.data import VisionDataModule
 
 SHAPES = dict(num_classes=10, input_shape=(1, 28, 28))

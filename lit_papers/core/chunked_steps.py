@@ -33,7 +33,8 @@ from typing import Optional
 import torch
 
 from .member_metrics import MemberSums
-from .step_capture import STEP_CAPTURE, GraphStep, StepChunks, make_capturable, resolve_capture
+from .step_capture import STEP_CAPTURE, GraphStep, make_capturable, resolve_capture
+from .step_chunks import StepChunks
 
 _CAPTURABLE = ("adam", "adamw")  # optimizers whose step takes a tensor lr inside a CUDA graph
 

@@ -1,27 +1,23 @@
-"""Several optimizer steps per Lightning `training_step`, optionally CUDA-graph captured.
+"""Captured optimizer steps: the whole step (forward, backward, optimizer) as one CUDA graph.
 
 Small models are launch-bound: one LeNet-300-100 step is ~0.1-0.2 ms of GPU work when the whole
-step (forward, backward, optimizer) is one CUDA graph, while a Lightning `training_step` costs
-~0.9 ms of host time. `ChunkedClassifierModule` therefore runs `steps_per_call` minibatches per
-`training_step` (manual optimization) so the host cost is paid once per S optimizer steps, and
-`step_capture` picks how each optimizer step runs:
+step is one CUDA graph, while a Lightning `training_step` costs ~0.9 ms of host time, so the
+`ChunkedSteps` part (chunked_steps.py) runs several steps per `training_step` and `step_capture`
+picks how each of them runs:
 
-- `none`: eager, through Lightning's `manual_backward` and optimizer wrapper (any device,
-  precision plugin, DDP).
-- `cuda_graph`: the whole step captured once into a `torch.cuda.CUDAGraph` and replayed; Adam and
-  AdamW run `capturable` with a tensor learning rate so schedules still apply.
+- `none`: eager steps.
+- `cuda_graph`: the whole step captured once into a `torch.cuda.CUDAGraph` (`GraphStep`) and
+  replayed; Adam and AdamW run `capturable` with a tensor learning rate so schedules still apply.
 - `compile`: the loss computation compiled with `torch.compile(mode="reduce-overhead")`; backward
-  and optimizer step stay Lightning's.
+  and optimizer step stay eager.
 
-On a CPU the two accelerated modes fall back to `none` with a one-line notice. The data side:
-`StepChunks` stacks S consecutive minibatches into one `(S, B, ...)` batch; a datamodule with a
-`batch_grouping` attribute (VisionDataModule) gets it installed by the module's `setup`.
+On a CPU the two accelerated modes fall back to `none` with a one-line notice.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -32,76 +28,6 @@ STEP_CAPTURE = Registry("step_capture")
 STEP_CAPTURE.register("none")(False)
 STEP_CAPTURE.register("cuda_graph")(True)
 STEP_CAPTURE.register("compile")(True)
-
-
-class StepChunks:
-    """Groups S consecutive `(x, y)` minibatches of `loader` into `(S, B, ...)` stacked batches.
-
-    Order is preserved, so S optimizer steps on one chunk see exactly the minibatches that S
-    ordinary steps would. A minibatch whose shape differs from the chunk's (the short last one)
-    starts a chunk of its own. Lightning does not re-shard a wrapped DataLoader under DDP: there,
-    use device-resident data (`on_device`), whose batches are split by rank already.
-    """
-
-    def __init__(self, loader: Iterable, steps: int):
-        if steps < 1:
-            raise ValueError(f"steps_per_call must be >= 1, got {steps}")
-        self.loader, self.steps = loader, steps
-
-    # Lightning reseeds shuffling by calling `set_epoch` on `loader.sampler` / `batch_sampler.sampler`.
-    @property
-    def sampler(self):
-        return getattr(self.loader, "sampler", None)
-
-    @property
-    def batch_sampler(self):
-        return getattr(self.loader, "batch_sampler", None)
-
-    # Mid-epoch resume: a loader that saves (epoch, batches done) counts Lightning's batches, which
-    # here are groups; it must skip the minibatches those groups held.
-    def state_dict(self) -> dict:
-        inner = getattr(self.loader, "state_dict", None)
-        state = dict(inner()) if callable(inner) else {}
-        if "batches_done" in state:
-            state["batches_done"] = self.minibatches(int(state["batches_done"]))
-        return state
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        inner = getattr(self.loader, "load_state_dict", None)
-        if callable(inner) and state_dict:
-            inner(state_dict)
-
-    def _sizes(self) -> list[int]:
-        """Minibatches per chunk, from the loader's length (full batches, then the short one)."""
-        n = len(self.loader)
-        bs = getattr(self.loader, "batch_size", None)
-        per_rank = getattr(self.loader, "per_rank", None) or len(getattr(self.loader, "dataset", ()))
-        # a short last minibatch exists unless the loader drops it
-        short = bool(bs and per_rank and per_rank % bs) and not getattr(self.loader, "drop_last", False)
-        full = n - 1 if short else n
-        sizes = [self.steps] * (full // self.steps) + ([full % self.steps] if full % self.steps else [])
-        return sizes + ([1] if short else [])
-
-    def __len__(self) -> int:
-        return len(self._sizes())
-
-    def minibatches(self, chunks: int) -> int:
-        """Optimizer steps in the first `chunks` chunks of an epoch."""
-        return sum(self._sizes()[:chunks])
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        group: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for x, y in self.loader:
-            if group and (len(group) == self.steps or x.shape != group[0][0].shape):
-                yield _stack(group)
-                group = []
-            group.append((x, y))
-        if group:
-            yield _stack(group)
-
-
-def _stack(group: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.stack([x for x, _ in group]), torch.stack([y for _, y in group])
 
 
 def resolve_capture(mode: str, device: torch.device) -> str:
