@@ -43,6 +43,10 @@ def _capturable(optimizer: torch.optim.Optimizer) -> bool:
     return isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW))
 
 
+def _keep_stepping() -> bool:
+    return True  # a module-level function, not a lambda: the part stays picklable
+
+
 @contextmanager
 def counted_step(optimizer):
     """Counts one optimizer step in Lightning's progress (`global_step`, `max_steps`, the loggers'
@@ -77,7 +81,7 @@ class ChunkedSteps:
             raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
         self.step_capture, self.steps_per_call = step_capture, steps_per_call
         self.mode = "none"  # resolved against the device in configure_optimizers
-        self.after_step: Callable[[], bool] = lambda: True
+        self.after_step: Callable[[], bool] = _keep_stepping
         self.graph: Optional[GraphStep] = None
         self._compiled = None
         self._call: Optional[list] = None  # per-call sums (loss, correct), persistent device tensors
@@ -110,7 +114,10 @@ class ChunkedSteps:
         """
         self.mode = resolve_capture(self.step_capture, module.device)
         check = getattr(module, "check_trainer", None)  # the module's own checks include the part's
-        check(module.trainer) if callable(check) else self.check_trainer(module, module.trainer)
+        if callable(check):
+            check(module.trainer)
+        else:
+            self.check_trainer(module, module.trainer)
         opt = configured["optimizer"] if isinstance(configured, dict) else configured
         if self.mode == "cuda_graph" and not _capturable(opt) and isinstance(configured, dict) \
                 and configured.get("lr_scheduler") is not None:

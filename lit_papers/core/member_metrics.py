@@ -47,8 +47,9 @@ class MemberSums:
     """Per-stage device sums of the members' losses and correct counts, read once per epoch.
 
     Training adds whole calls (`add_steps`: loss summed over the call's steps, one mean per step);
-    evaluation adds minibatches (`add_batch`: loss weighted by the minibatch size). `pop(stage)`
-    returns `{"loss": (K,), "acc": (K,)}` and clears the stage.
+    evaluation adds minibatches (`add_batch`: loss weighted by the minibatch size; `add_ensemble`:
+    the members' averaged prediction). `pop(stage)` returns `{"loss": (K,), "acc": (K,)}` and
+    clears the stage.
     """
 
     def __init__(self) -> None:
@@ -68,6 +69,21 @@ class MemberSums:
         sums[1] += correct
         sums[2] += samples
         sums[3] += samples  # the loss is a per-sample mean here
+
+    def add_ensemble(self, stage: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Adds the members' averaged prediction on one minibatch (logits (K, B, C), y (B,))."""
+        nll, correct = ensemble_stats(logits, y)
+        sums = self._sums.setdefault(f"{stage}/ensemble", [torch.zeros_like(nll), torch.zeros_like(correct), 0])
+        sums[0] += nll
+        sums[1] += correct
+        sums[2] += len(y)
+
+    def pop_ensemble(self, stage: str) -> Optional[dict[str, torch.Tensor]]:
+        """`{"ensemble_nll", "ensemble_acc"}` of the stage's averaged predictions, if any; clears them."""
+        sums = self._sums.pop(f"{stage}/ensemble", None)
+        if sums is None or sums[2] == 0:
+            return None
+        return {"ensemble_nll": sums[0] / sums[2], "ensemble_acc": sums[1].float() / sums[2]}
 
     def pop(self, stage: str) -> Optional[dict[str, torch.Tensor]]:
         """The stage's epoch values (None when nothing was added), and a fresh start for it."""

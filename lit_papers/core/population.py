@@ -21,7 +21,7 @@ from .chunked_steps import ChunkedSteps
 from .classifier import ClassifierModule
 from .figures import run_dir, save_figure
 from .init_args import parent_args
-from .member_metrics import MemberSums, ensemble_stats, log_members, member_stats
+from .member_metrics import MemberSums, log_members, member_stats
 from .optim import configure_from_hparams
 from .population_records import MemberRecords, members_figure, write_json
 from .stacked_members import StackedMembers
@@ -67,8 +67,7 @@ class PopulationModule(ClassifierModule):
         super().__init__(**parent_args(ClassifierModule, locals()))
         self.automatic_optimization = False
         self.stepper = stepper
-        self.sums = MemberSums()  # validation and test, per member
-        self._ensemble_sums: dict[str, list] = {}  # stage -> [summed NLL, correct, count]
+        self.sums = MemberSums()  # validation and test, per member and as an ensemble
         self._ensemble: dict[str, dict[str, float]] = {}  # stage -> ensemble_nll / ensemble_acc
         self.records = MemberRecords()
 
@@ -168,20 +167,15 @@ class PopulationModule(ClassifierModule):
         logits = self.member_logits(x)
         self.sums.add_batch(stage, *member_stats(logits, y), len(y))
         if self.ensemble_metrics and y.dim() == 1:  # shared labels: score the averaged prediction too
-            nll, correct = ensemble_stats(logits, y)
-            sums = self._ensemble_sums.setdefault(stage, [torch.zeros_like(nll), torch.zeros_like(correct), 0])
-            sums[0] += nll
-            sums[1] += correct
-            sums[2] += len(y)
+            self.sums.add_ensemble(stage, logits, y)
 
     def _finish_eval(self, stage: str) -> None:
         values = self.sums.pop(stage)
         if values is not None:
             self._log_members(stage, values, ("loss", "acc"))
-        sums = self._ensemble_sums.pop(stage, None)
-        if sums is None or sums[2] == 0:
+        ensemble = self.sums.pop_ensemble(stage)
+        if ensemble is None:
             return
-        ensemble = {"ensemble_nll": sums[0] / sums[2], "ensemble_acc": sums[1].float() / sums[2]}
         self.log_dict({f"{stage}/{name}": v for name, v in ensemble.items()})
         self._ensemble[stage] = {name: float(v) for name, v in ensemble.items()}
 
