@@ -46,7 +46,7 @@ class SyntheticMNIST(L.LightningDataModule):
         x = (x - 0.5) / 0.5
         self.splits = [t.to(device) for t in (x, y)]
         self.sizes, self.batch, self.eval_batch = (train, val, test), batch, eval_batch
-        self.batch_grouping = None  # set by ChunkedClassifierModule.setup (steps per call)
+        self.batch_grouping = None  # set by ChunkedSteps.setup (steps per call)
         self.num_classes, self.input_shape = 10, (1, 28, 28)
 
     def _part(self, i: int):

@@ -206,7 +206,10 @@ class PopulationModule(ClassifierModule):
 
     def _member_probs(self) -> Optional[Sequence[float]]:
         """Per-member label corruption of the datamodule, if members differ by their labels."""
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        try:
+            dm = getattr(self.trainer, "datamodule", None)
+        except RuntimeError:  # not attached to a Trainer: no datamodule to ask
+            return None
         return getattr(dm, "member_probs", None)
 
     def member_labels(self) -> list[str]:
