@@ -44,7 +44,8 @@ class StackedMembers(nn.Module):
         params, buffers = stack_module_state(members)  # name -> (K, *shape)
         self.names = list(params)
         self.buffer_names = list(buffers)
-        self.stacked = nn.ParameterDict({_key(n): nn.Parameter(p.detach().clone())
+        # a member's frozen parameters (requires_grad False) stay frozen in the stack
+        self.stacked = nn.ParameterDict({_key(n): nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
                                          for n, p in params.items()})
         for name, value in buffers.items():
             self.register_buffer(f"stacked-{_key(name)}", value.clone())
@@ -60,13 +61,16 @@ class StackedMembers(nn.Module):
     def member_buffers(self) -> dict[str, torch.Tensor]:
         return {n: getattr(self, f"stacked-{_key(n)}") for n in self.buffer_names}
 
-    def forward(self, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
-        """x: (B, ...) shared by all members, or with `per_member` (K, B, ...) -> logits (K, B, C)."""
+    def forward(self, x: torch.Tensor, *args, per_member: bool = False) -> torch.Tensor:
+        """x: (B, ...) shared by all members, or with `per_member` (K, B, ...) -> logits (K, B, C).
+
+        Further positional `args` go to every member's forward unchanged (e.g. a curve's t).
+        """
         template = self._template[0]
         template.train(self.training)
 
         def one(params, buffers, xb):
-            return functional_call(template, (params, buffers), (xb,))
+            return functional_call(template, (params, buffers), (xb, *args))
 
         return vmap(one, in_dims=(0, 0, 0 if per_member else None), randomness="different")(
             self.member_params(), self.member_buffers(), x)
