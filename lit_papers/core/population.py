@@ -58,12 +58,12 @@ class PopulationModule(ClassifierModule):
                  milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1,
                  step_capture: str = "none", steps_per_call: int = 1, population: int = 4,
                  member_seeds: Optional[list[int]] = None):
-        stepper = ChunkedSteps(step_capture, steps_per_call)  # validates both before anything is built
         if population < 1:
             raise ValueError(f"population must be >= 1, got {population}")
         if member_seeds is not None and len(member_seeds) != population:
             raise ValueError(f"member_seeds has {len(member_seeds)} seeds for population={population}; "
                              "give one seed per member or leave it unset (run seed + k)")
+        stepper = ChunkedSteps(step_capture, steps_per_call)  # validates both before anything is built
         super().__init__(**parent_args(ClassifierModule, locals()))
         self.automatic_optimization = False
         self.stepper = stepper
