@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from torch import nn
 
 from lit_papers.registry import Registry
@@ -15,4 +17,6 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **kwa
     try:
         return factory(tuple(input_shape), int(num_classes), **kwargs)
     except TypeError as err:
-        raise TypeError(f"model {name!r} rejected its arguments {sorted(kwargs)}: {err}") from None
+        options = ", ".join(n for n in inspect.signature(factory).parameters if n not in ("input_shape", "num_classes"))
+        raise TypeError(f"model {name!r} rejected its arguments {sorted(kwargs)}: {err}. "
+                        f"{name} takes: {options or 'no arguments'} (set them in model.arch_kwargs)") from None
