@@ -68,6 +68,8 @@ def _ddp_case(config, run_cli, tmp_path, exact: bool = False):
     if batch is None or batch % 2:
         pytest.skip(f"{config.name}: the exact DDP comparison needs VisionDataModule with an even batch size")
     args = [*smoke_args(config), "--data.init_args.on_device=true", "--test_after_fit=false"]
+    if config.stem in ONE_STEP:
+        args += ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
     single = run_cli([*args, f"--data.init_args.batch_size={batch}"], root=tmp_path / "single")
     ddp = cli_subprocess([*args, f"--data.init_args.batch_size={batch // 2}"], tmp_path / "ddp",
                          tail=("--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"))
@@ -84,20 +86,16 @@ def test_ddp_two_processes_equal_one_classifier(run_cli, tmp_path):
     _ddp_case(REPO / "configs" / "classifier.yaml", run_cli, tmp_path, exact=True)
 
 
-# A known defect, kept visible: the DEQ's MLP cell (deq_mnist1d.yaml; deq.yaml with cell=mlp too) trains
-# differently under two-process DDP: after 6 steps every parameter differs (1.6 % of sum |w| with Adam,
-# 10 % with SGD lr 0.05), while one DDP backward of the same net gives the one-process gradients to 1e-7
-# and the conv cell agrees. The cause is in the module's training path, not in the network's gradients.
-DDP_DEFECTS = {"deq_mnist1d": "DEQ MLP cell: DDP training diverges from one process (see the comment above)"}
-
-
-def _ddp_params(configs):
-    return [pytest.param(c, marks=pytest.mark.xfail(reason=DDP_DEFECTS[c.stem], strict=True))
-            if c.stem in DDP_DEFECTS else c for c in configs]
+# Training that float rounding alone steers: the DEQ's MLP cell on MNIST-1D. Its forward solve stops per
+# sample at a residual threshold and Anderson falls back per sample on near-singular mixing systems, so
+# weights that differ in the last bits (a sum taken in another order) can take different solver paths at
+# the next step. Measured over 6 SGD steps (lr 0.05): one process with 1 vs 2 threads ends 14 % of sum |w|
+# apart, two-process DDP vs one process 10 %; after one step both agree. So its comparison is one step.
+ONE_STEP = {"deq_mnist1d"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", _ddp_params([c for c in CONFIGS if c.stem != "classifier"]), ids=lambda p: p.stem)
+@pytest.mark.parametrize("config", [c for c in CONFIGS if c.stem != "classifier"], ids=lambda p: p.stem)
 def test_ddp_two_processes_equal_one(config, run_cli, tmp_path):
     _ddp_case(config, run_cli, tmp_path)
 
