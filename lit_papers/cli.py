@@ -15,7 +15,7 @@ from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
-from lightning.pytorch.cli import ArgsType, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 import lit_papers.modules  # noqa: F401  (registers every module and datamodule for short names)
@@ -35,6 +35,14 @@ EXIT_USAGE = 2
 
 # Lightning 2.6 on torch 2.14 warns about a torch pytree deprecation on every step; it is not ours to fix.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+class _Parser(LightningArgumentParser):
+    """LightningCLI's parser whose usage errors print the error and where the help is, without the
+    60-line list of every option that buries the one line that matters."""
+
+    def print_usage(self, file=None) -> None:
+        pass  # argparse calls it only on a usage error; `--help` prints the full help as before
 
 
 class LitPapersCLI(LightningCLI):
@@ -264,7 +272,8 @@ def _cli(args: ArgsType = None) -> LitPapersCLI:
         save_config_callback=SaveConfigCallback,
         save_config_kwargs={"overwrite": True},  # a requeue/resume rewrites it instead of aborting
         auto_configure_optimizers=False,  # optimisers are module arguments (IMP rounds and FGE need them)
-        parser_kwargs={"default_env": False},
+        parser_kwargs={"default_env": False, "prog": "python -m lit_papers"},
+        parser_class=_Parser,
         args=args,
     )
 

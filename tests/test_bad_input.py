@@ -84,6 +84,8 @@ def test_unknown_method_name(name, key, valid, root, capsys):
 def test_wrong_type(arg, root, capsys):
     err = run_bad(["fit", "--config", config("classifier"), arg], root, capsys)
     assert arg.split("=")[0].lstrip("-").split(".")[-1] in err
+    # the error and where the help is, not the 60-line usage of every option above it
+    assert "usage:" not in err and "python -m lit_papers fit --help" in err and len(err.splitlines()) < 20
 
 
 @pytest.mark.parametrize("arg", ["--data.init_args.batch_size=-5", "--data.init_args.val_size=-1",
