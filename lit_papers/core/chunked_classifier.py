@@ -8,7 +8,6 @@ only defines its loss as `member_losses` (one member, K = 1) and hands Lightning
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Optional
 
 import torch
@@ -17,7 +16,6 @@ from .chunked_steps import ChunkedSteps
 from .classifier import ClassifierModule
 from .init_args import parent_args
 from .member_metrics import MemberSums, log_members, member_stats
-from .optim import configure_from_hparams
 
 
 class ChunkedClassifierModule(ClassifierModule):
@@ -66,8 +64,7 @@ class ChunkedClassifierModule(ClassifierModule):
         self.stepper.check_trainer(self, trainer)
 
     def configure_optimizers(self):
-        total = partial(self.stepper.total_optimizer_steps, self.trainer)  # optimizer steps, not calls
-        return self.stepper.configure_optimizers(self, configure_from_hparams(self, total_steps=total))
+        return self.stepper.hparams_optimizers(self)
 
     def training_step(self, batch, batch_idx: int) -> None:
         self.stepper.training_step(self, batch, batch_idx)

@@ -33,6 +33,7 @@ from typing import Optional
 import torch
 
 from .member_metrics import MemberSums
+from .optim import configure_from_hparams
 from .step_capture import STEP_CAPTURE, GraphStep, make_capturable, resolve_capture
 from .step_chunks import StepChunks
 
@@ -130,6 +131,12 @@ class ChunkedSteps:
         if self.mode == "compile" and self._compiled is None:
             self._compiled = torch.compile(module.member_losses, mode="reduce-overhead")
         return configured
+
+    def hparams_optimizers(self, module):
+        """`configure_optimizers` for a module whose optimizer block is in its hparams: built by
+        `configure_from_hparams` with the schedule counted in optimizer steps, readied as above."""
+        total = partial(self.total_optimizer_steps, module.trainer)  # optimizer steps, not calls
+        return self.configure_optimizers(module, configure_from_hparams(module, total_steps=total))
 
     @staticmethod
     def total_optimizer_steps(trainer) -> int:

@@ -33,6 +33,15 @@ def run_dir(trainer_or_module) -> Path | None:
     return None
 
 
+def write_figure(fig, path: str | Path) -> Path:
+    """Save `fig` as the PNG `path` (its folder created), close it; the reports' `--out`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def save_figure(trainer_or_module, fig, name: str) -> Path | None:
     """Save `fig` as `<run dir>/figures/<name>.png`, log it to W&B, close it; return the path."""
     trainer = _trainer_of(trainer_or_module)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from functools import partial
 from typing import Optional
 
 import torch
@@ -22,7 +21,6 @@ from .classifier import ClassifierModule
 from .figures import run_dir, save_figure
 from .init_args import parent_args
 from .member_metrics import MemberSums, log_members, member_stats
-from .optim import configure_from_hparams
 from .population_records import MemberRecords, members_figure, write_json
 from .stacked_members import StackedMembers
 
@@ -131,8 +129,7 @@ class PopulationModule(ClassifierModule):
         self.stepper.check_trainer(self, trainer)
 
     def configure_optimizers(self):
-        total = partial(self.stepper.total_optimizer_steps, self.trainer)  # optimizer steps, not calls
-        return self.stepper.configure_optimizers(self, configure_from_hparams(self, total_steps=total))
+        return self.stepper.hparams_optimizers(self)
 
     def training_step(self, batch, batch_idx: int) -> None:
         self.stepper.training_step(self, batch, batch_idx)

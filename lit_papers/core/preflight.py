@@ -9,7 +9,6 @@ A module or data module takes part by defining public methods (both optional):
 
 from __future__ import annotations
 
-import inspect
 
 import torch
 
@@ -43,16 +42,15 @@ def check_network(hparams, datamodule) -> None:
     input_shape = hparams.get("input_shape") or getattr(datamodule, "input_shape", None)
     if num_classes is None or input_shape is None:
         return
-    from lit_papers.models import MODELS, build_model
+    from lit_papers.models import build_model, model_options
 
     kwargs = dict(hparams.get("arch_kwargs") or {})
     try:
         with torch.random.fork_rng(devices=[]):
             build_model(arch, tuple(input_shape), int(num_classes), **kwargs)
     except (TypeError, ValueError) as err:
-        options = ", ".join(n for n in inspect.signature(MODELS.get(arch)).parameters
-                            if n not in ("input_shape", "num_classes"))
-        raise UsageError(f"model.arch_kwargs={kwargs} do not build {arch!r}: {err}. {arch} takes: {options}") from None
+        raise UsageError(f"model.arch_kwargs={kwargs} do not build {arch!r}: {err}. "
+                         f"{arch} takes: {model_options(arch)}") from None
 
 
 def check(model, datamodule, trainer, subcommand: str) -> None:

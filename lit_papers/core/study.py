@@ -147,6 +147,20 @@ def init_args(run: dict, section: str = "model") -> dict:
     return block.get("init_args", block)
 
 
+def read_groups(parser: argparse.ArgumentParser, groups: Sequence[Sequence[str]], read) -> dict[str, list]:
+    """{name: [read(folder), ...]} of `--group NAME FOLDER...` arguments; a group without folders or a
+    folder `read` refuses (ValueError) is a usage error of `parser`."""
+    out = {}
+    for name, *folders in groups:
+        if not folders:
+            parser.error(f"--group {name} names no run folders")
+        try:
+            out[name] = [read(f) for f in folders]
+        except ValueError as err:
+            parser.error(str(err))
+    return out
+
+
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value; nan for none)."""
     if not values:

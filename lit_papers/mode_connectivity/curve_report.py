@@ -29,6 +29,9 @@ import matplotlib
 import numpy as np
 import yaml
 
+from lit_papers.core.figures import write_figure
+from lit_papers.core.study import read_groups, seed_cell
+
 from .evaluation import summarize
 
 matplotlib.use("Agg")
@@ -37,13 +40,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 PATHS = ("curve", "segment")
 KEYS = ("train_loss", "train_nll", "train_err", "test_nll", "test_err", "dl")
 
-# (column header, quantity, summary, format): the table's columns
-COLUMNS = (("max train loss (NLL + L2)", "train_loss", "max", "{:.3f}"),
-           ("train-loss barrier", "train_loss", "barrier", "{:.3f}"),
-           ("max train NLL", "train_nll", "max", "{:.3f}"),
-           ("max train error (%)", "train_err", "max", "{:.2f}"),
-           ("max test error (%)", "test_err", "max", "{:.2f}"),
-           ("test-error barrier (pp)", "test_err", "barrier", "{:.2f}"))
+# (column header, quantity, summary, decimals): the table's columns
+COLUMNS = (("max train loss (NLL + L2)", "train_loss", "max", 3),
+           ("train-loss barrier", "train_loss", "barrier", 3),
+           ("max train NLL", "train_nll", "max", 3),
+           ("max train error (%)", "train_err", "max", 2),
+           ("max test error (%)", "test_err", "max", 2),
+           ("test-error barrier (pp)", "test_err", "barrier", 2))
 
 
 def read_run(folder: str | Path) -> dict:
@@ -73,17 +76,6 @@ def read_run(folder: str | Path) -> dict:
 def path_summary(path: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """quantity -> summarize() of it along the path (start, end, min, max, mean, integral, barrier)."""
     return {k: summarize(path[k], path["dl"]) for k in KEYS if k != "dl"}
-
-
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def _cell(values: Sequence[float], fmt: str) -> str:
-    m, sd = mean_sd(values)
-    pairs = ", ".join(fmt.format(v) for v in values)
-    return f"{fmt.format(m)} ± {fmt.format(sd)} ({pairs})"
 
 
 def _same_segments(a: Sequence[dict], b: Sequence[dict]) -> bool:
@@ -131,15 +123,15 @@ def markdown_table(table: Sequence[dict]) -> str:
              "|" + " --- |" * (len(headers) + 3)]
     for r in table:
         cells = [r["path"]]
-        for header, _, _, fmt in COLUMNS:
+        for header, _, _, digits in COLUMNS:
             value = r[header]
             if value is None:
                 cells.append("–")
             elif r.get("endpoints"):  # (w_0 values, w_1 values): their means over the pairs
-                cells.append(" / ".join(fmt.format(statistics.fmean(v)) for v in value))
+                cells.append(" / ".join(f"{statistics.fmean(v):.{digits}f}" for v in value))
             else:
-                cells.append(_cell(value, fmt))
-        cells.append("–" if r["length"] is None else _cell(r["length"], "{:.1f}"))
+                cells.append(seed_cell(value, digits=digits))
+        cells.append("–" if r["length"] is None else seed_cell(r["length"], digits=1))
         cells.append(str(r["pairs"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -179,21 +171,11 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--out", help="write the figure here (PNG)")
     parser.add_argument("--title", default="")
     args = parser.parse_args(argv)
-    groups = {}
-    for name, *folders in args.group:
-        if not folders:
-            parser.error(f"--group {name} names no run folders")
-        try:
-            groups[name] = [read_run(f) for f in folders]
-        except ValueError as err:
-            parser.error(str(err))
+    groups = read_groups(parser, args.group, read_run)
     table = markdown_table(rows(groups))
     print(table)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        fig = paths_figure(groups, args.title)
-        fig.savefig(args.out, dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        write_figure(paths_figure(groups, args.title), args.out)
         print(f"figure: {args.out}")
     return table
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,6 +27,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from lit_papers.core.figures import write_figure  # noqa: E402
+from lit_papers.core.study import mean_sd, read_groups  # noqa: E402
+
 
 def read_run(folder: str | Path) -> dict:
     """The `fge.json` record of one FGEModule run folder: config, members (per-member metrics), single."""
@@ -35,11 +37,6 @@ def read_run(folder: str | Path) -> dict:
     if not path.is_file():
         raise ValueError(f"{folder} is not an FGE run folder (no fge.json); run FGEModule with a CSV logger")
     return json.loads(path.read_text())
-
-
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _cell(values: Sequence[float], percent: bool) -> str:
@@ -125,18 +122,11 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--split", choices=("test", "val"), default="test")
     parser.add_argument("--out", help="write the figure here (PNG)")
     args = parser.parse_args(argv)
-    groups = {}
-    for name, *folders in args.group:
-        if not folders:
-            parser.error(f"--group {name} names no run folders")
-        groups[name] = [read_run(f) for f in folders]
+    groups = read_groups(parser, args.group, read_run)
     table = markdown_table(rows(groups, args.split), args.split)
     print(table)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        fig = members_figure(groups, args.split)
-        fig.savefig(args.out, dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        write_figure(members_figure(groups, args.split), args.out)
     return table
 
 

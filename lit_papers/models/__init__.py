@@ -14,6 +14,6 @@ from . import resnet_cifar  # noqa: F401
 from . import vgg  # noqa: F401
 from . import preresnet  # noqa: F401
 from . import mnist1d_nets  # noqa: F401
-from .registry import MODELS, build_model
+from .registry import MODELS, build_model, model_options
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["MODELS", "build_model", "model_options"]

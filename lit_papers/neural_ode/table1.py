@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from lit_papers.core.figures import write_figure  # noqa: E402
 from lit_papers.core.saved_tensors import training_step_saved_bytes  # noqa: E402
 from lit_papers.core.study import init_args, mean_sd, metric_values, read_run, seed_cell  # noqa: E402
 
@@ -166,10 +167,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     text = markdown_table(table, args.batch)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        fig = figure(table)
-        fig.savefig(args.out, dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        write_figure(figure(table), args.out)
     return text
 
 
