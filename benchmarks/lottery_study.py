@@ -28,6 +28,7 @@ import torch
 
 from benchmarks import plain
 from benchmarks.output import RESULTS, device_name
+from lit_papers.core import Optim
 from lit_papers.data.device_loader import DeviceBatches
 from lit_papers.lottery.population import LotteryPopulationModule
 
@@ -83,7 +84,7 @@ def main(argv=None) -> dict:
     dm = SyntheticMNIST(device, train, val, test, PAPER["batch"], eval_batch=val)
 
     model = LotteryPopulationModule(
-        num_classes=10, input_shape=(1, 28, 28), optimizer="adam", lr=1.2e-3, seeds=list(range(seeds)),
+        num_classes=10, input_shape=(1, 28, 28), optim=Optim(name="adam", lr=1.2e-3), seeds=list(range(seeds)),
         controls=PAPER["controls"], rounds=args.levels - 1, round_steps=round_steps, eval_every=100,
         prune_rate=0.2, output_prune_rate=0.1, steps_per_call=args.steps_per_call, step_capture=capture)
     with tempfile.TemporaryDirectory() as tmp:

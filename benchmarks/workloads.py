@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from benchmarks import plain
-from lit_papers.core import ClassifierModule
+from lit_papers.core import ClassifierModule, Optim
 from lit_papers.core.chunked_classifier import ChunkedClassifierModule
 from lit_papers.core.population import PopulationModule
 from lit_papers.core.step_chunks import StepChunks
@@ -22,7 +22,7 @@ from lit_papers.registry import Registry
 
 WORKLOADS = Registry("workload")
 ORDER = ("classifier", "chunked", "population", "odenet", "deq", "compile", "torchdeq")  # default run order
-SHAPES = dict(arch="lenet300_100", num_classes=10, input_shape=(1, 28, 28), optimizer="adam", lr=1.2e-3)
+SHAPES = dict(arch="lenet300_100", num_classes=10, input_shape=(1, 28, 28), optim=Optim(name="adam", lr=1.2e-3))
 
 
 @dataclass
@@ -204,7 +204,7 @@ def odenet(setup: Setup) -> dict:
 
     def project():
         torch.manual_seed(0)
-        module = NeuralODEModule(variant="odenet", nfe_tolerances=[], lr=1e-3, **solver, **shapes)
+        module = NeuralODEModule(variant="odenet", nfe_tolerances=[], optim=Optim(lr=1e-3), **solver, **shapes)
         sub = Setup(x=x, y=y, batch=batch, epochs=setup.epochs, members=1, steps_per_call=1,
                     workdir=setup.workdir)
         return lightning_epoch_s(sub, module)
@@ -234,7 +234,7 @@ def deq(setup: Setup) -> dict:
     x, y = setup.x[:n], setup.y[:n]
     kw = dict(cell="conv", width=48 if setup.cuda else 16, downsample=2, pool=7, solver="anderson", max_iter=20,
               tol=1e-3, backward="ift", backward_solver="anderson", backward_max_iter=20, backward_tol=1e-4,
-              lr=2e-3, lr_schedule="constant", num_classes=10, input_shape=(1, 28, 28))
+              optim=Optim(lr=2e-3), num_classes=10, input_shape=(1, 28, 28))
 
     def make():
         torch.manual_seed(0)

@@ -19,7 +19,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 import lit_papers.modules  # noqa: F401  (registers every module and datamodule for short names)
-from lit_papers.core import config_bases, preflight, run_folder
+from lit_papers.core import config_bases, preflight, renamed_keys, run_folder
 from lit_papers.errors import RunFailed, UsageError
 from lit_papers.core.derived_args import fill_data_derived, print_config_request
 from lit_papers.core.console import LayerSummary, announce_folder, announce_result, progress_bar, quiet_lightning
@@ -90,6 +90,8 @@ class LitPapersCLI(LightningCLI):
         else:
             # A config file's `base:` files go before it as --config (config_bases.py).
             argv, given = config_bases.expand(list(argv))
+            argv = renamed_keys.rewrite_flags(argv)  # keys from before the settings groups
+            renamed_keys.check_files(renamed_keys.config_files(argv))
             printing = print_config_request(argv)
             if printing is not None:
                 argv = [a for a in argv if a != printing[0]]
@@ -297,6 +299,8 @@ def main(args: ArgsType = None) -> LitPapersCLI | None:
         from lit_papers.sweeps.runner import main as sweep_main
 
         return sweep_main(argv[1:])
+    if argv and argv[0] == "upgrade-config":
+        return renamed_keys.main(argv[1:])
     try:
         cli = _cli(None if args is None else argv)
     except UsageError as err:

@@ -79,7 +79,7 @@ def test_unknown_method_name(name, key, valid, root, capsys):
     assert "no_such_method" in err and valid in err
 
 
-@pytest.mark.parametrize("arg", ["--trainer.max_epochs=ten", "--model.init_args.lr=fast",
+@pytest.mark.parametrize("arg", ["--trainer.max_epochs=ten", "--model.init_args.optim.lr=fast",
                                  "--data.init_args.batch_size=1.5"])
 def test_wrong_type(arg, root, capsys):
     err = run_bad(["fit", "--config", config("classifier"), arg], root, capsys)
@@ -138,7 +138,7 @@ def test_config_of_another_module(root, capsys):
 
 @pytest.mark.slow
 def test_nan_loss_stops_with_run_failed(root, capsys):
-    err = run_bad(["fit", "--config", config("classifier"), *SHORT, "--model.init_args.lr=1e30",
+    err = run_bad(["fit", "--config", config("classifier"), *SHORT, "--model.init_args.optim.lr=1e30",
                    "--trainer.log_every_n_steps=1", "--experiment=nan"], root, capsys, code=1, new_folders=True)
     assert "run failed" in err and "lr" in err
     summary = (root / "nan" / "version_0" / "summary.json").read_text()
@@ -191,7 +191,7 @@ command: ["${env}", "${interpreter}", -m, lit_papers, fit, --config, configs/cla
 
 
 def test_sweep_file_with_unknown_top_level_key(tmp_path, root, capsys):
-    path = _sweep_file(tmp_path, GOOD % "model.init_args.lr" + "early_stop: true\n")
+    path = _sweep_file(tmp_path, GOOD % "model.init_args.optim.lr" + "early_stop: true\n")
     err = run_bad(["sweep", str(path)], root, capsys)
     assert "early_stop" in err and "schema" in err
 
@@ -204,6 +204,6 @@ def test_sweep_file_with_unknown_parameter_key(tmp_path, root, capsys):
 
 
 def test_sweep_random_without_count(tmp_path, root, capsys):
-    path = _sweep_file(tmp_path, (GOOD % "model.init_args.lr").replace("method: grid", "method: random"))
+    path = _sweep_file(tmp_path, (GOOD % "model.init_args.optim.lr").replace("method: grid", "method: random"))
     err = run_bad(["sweep", str(path)], root, capsys)
     assert "--count" in err

@@ -25,7 +25,7 @@ def _usage_error(args, capsys) -> str:
 @pytest.mark.parametrize("override, expected", [
     ("--model.arch=resnet9000", "valid model names"),
     ("--data.dataset=imagenet", "valid dataset names"),
-    ("--model.optimizer=lion", "valid optimizer names"),
+    ("--model.optim.name=lion", "valid optimizer names"),
     ("--data.batch_size=-3", "batch_size must be a positive integer"),
     ("--trainer.max_epochs=abc", "max_epochs"),
     ("--model=NoSuchModule", "NoSuchModule"),

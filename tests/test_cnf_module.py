@@ -4,6 +4,7 @@ import lightning as L
 import pytest
 import torch
 
+from lit_papers.core import Optim
 from lit_papers.data.toy2d import DENSITIES, Toy2DDataModule, sample_toy2d
 from lit_papers.neural_ode import CNFModule
 
@@ -12,7 +13,7 @@ def test_cnf_module_learns_two_moons(tmp_path):
     torch.manual_seed(0)
     dm = Toy2DDataModule("moons", n_train=512, n_val=256, n_test=256, batch_size=128)
     module = CNFModule(hidden=(32, 32), rtol=1e-3, atol=1e-3, eval_rtol=1e-3, eval_atol=1e-3,
-                       lr=1e-2, trace="hutchinson", grid_size=10, n_samples=50)
+                       optim=Optim(lr=1e-2), trace="hutchinson", grid_size=10, n_samples=50)
     trainer = L.Trainer(max_epochs=8, logger=False, enable_progress_bar=False, enable_checkpointing=False,
                         enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
     before = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/nll"]

@@ -10,7 +10,7 @@ from conftest import PAPER_CONFIGS, REPO
 from record_effective_configs import RECORDED, cases, effective
 
 from lit_papers.cli import LitPapersCLI, _cli, main
-from lit_papers.core import config_bases
+from lit_papers.core import config_bases, renamed_keys
 from lit_papers.errors import UsageError
 
 CASES = cases()
@@ -29,10 +29,17 @@ def _flat(tree, prefix="") -> dict:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_effective_config_is_the_recorded_one(name):
+    """The recordings predate the settings groups (model.lr, not model.optim.lr): the recorded keys are
+    renamed as renamed_keys.RENAMED says and every value must be the same. A group field the module did
+    not have before (a CNF's optim.momentum) may appear, at its default."""
     recorded = RECORDED / name
     assert recorded.is_file(), f"no recording for {name}: run python tests/record_effective_configs.py"
-    now, then = _flat(yaml.safe_load(effective(CASES[name]))), _flat(yaml.safe_load(recorded.read_text()))
-    changed = {k.rstrip("."): (then.get(k), now.get(k)) for k in now.keys() | then.keys() if now.get(k) != then.get(k)}
+    now = _flat(yaml.safe_load(effective(CASES[name])))
+    then = _flat(renamed_keys.upgrade_mapping(yaml.safe_load(recorded.read_text())))
+    groups = {f"model.init_args.{new.split('.')[0]}." for new in renamed_keys.RENAMED.values()}
+    new_fields = {k for k in now.keys() - then.keys() if any(k.startswith(g) for g in groups)}
+    changed = {k.rstrip("."): (then.get(k), now.get(k)) for k in now.keys() | then.keys()
+               if now.get(k) != then.get(k) and k not in new_fields}
     assert not changed, (f"the effective config of {CASES[name]} changed (key: (recorded, now)) {changed}; if "
                          f"meant, rerecord with python tests/record_effective_configs.py and review the diff")
 

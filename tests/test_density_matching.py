@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from lit_papers.core import Optim
 from lit_papers.neural_ode import CNF, TARGETS, PlanarField, PlanarFlow, PlanarLayer, standard_normal_logprob
 from lit_papers.neural_ode.densities import get_target, grid, log_normalizer
 from lit_papers.neural_ode.base_samples import rows_of_step
@@ -120,7 +121,7 @@ def test_unknown_target_and_flow_names_list_the_valid_ones():
 
 
 def _train(module, steps: int) -> None:
-    opt = torch.optim.Adam(module.parameters(), lr=module.hparams.lr)
+    opt = torch.optim.Adam(module.parameters(), lr=module.hparams.optim["lr"])
     for step in range(steps):
         loss = module.kl_terms(module.base_samples(128, step))[0].mean()
         opt.zero_grad()
@@ -131,7 +132,7 @@ def _train(module, steps: int) -> None:
 @pytest.mark.parametrize("flow", ["planar_nf", "planar_cnf"])
 def test_short_training_lowers_the_kl(flow):
     torch.manual_seed(0)
-    module = DensityMatchingModule(flow=flow, width=4, target="u1", lr=0.02)
+    module = DensityMatchingModule(flow=flow, width=4, target="u1", optim=Optim(lr=0.02))
     before, se = module.evaluate_kl(2000)
     _train(module, 40)
     after, se_after = module.evaluate_kl(2000)

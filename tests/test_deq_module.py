@@ -6,10 +6,11 @@ import lightning as L
 import pytest
 import torch
 
+from lit_papers.core import Optim
 from lit_papers.data import VisionDataModule
 from lit_papers.deq import DEQModule
 
-TINY = dict(downsample=1, max_iter=12, backward_max_iter=12, lr=5e-3, lr_schedule="constant")
+TINY = dict(downsample=1, max_iter=12, backward_max_iter=12, optim=Optim(lr=5e-3))
 CELLS = {"conv": dict(cell="conv", width=16, groups=4, pool=4), "mlp": dict(cell="mlp", width=32, groups=1)}
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
+from lit_papers.core import Optim
 from lit_papers.core import ClassifierModule
 from lit_papers.data import VisionDataModule
 from lit_papers.mode_connectivity import FGEModule
@@ -100,7 +101,7 @@ def _trainer(max_epochs, batches, callbacks=()):
 def _fit(schedule="fge", pretrain=1, cycle=2, cycles=3, batches=4, single=False, horizon="pretrain",
          single_lr=None):
     dm = VisionDataModule(dataset="digits", batch_size=32, val_size=100, eval_batch_size=500)
-    model = FGEModule(arch="mlp", arch_kwargs={"hidden": [32], "batch_norm": True}, lr=0.05,
+    model = FGEModule(arch="mlp", arch_kwargs={"hidden": [32], "batch_norm": True},
                       schedule=schedule, alpha1=A1, alpha2=A2, cycle_epochs=cycle, pretrain_epochs=pretrain,
                       single_baseline=single, pretrain_horizon=horizon, single_lr=single_lr)
     record = _RecordLR()
@@ -187,8 +188,8 @@ def test_single_baseline_is_the_ordinary_recipe_trained_in_the_same_run():
         assert record.single_lrs[step] == pytest.approx(0.05 * swa_linear(step, total), rel=1e-12)
     # The same seed's network with that schedule, trained alone, ends at the same weights.
     torch.manual_seed(3)
-    alone = ClassifierModule(arch="mlp", arch_kwargs={"hidden": [32], "batch_norm": True}, optimizer="sgd",
-                             lr=0.05, momentum=0.9, weight_decay=5e-4, lr_schedule="swa_linear")
+    alone = ClassifierModule(arch="mlp", arch_kwargs={"hidden": [32], "batch_norm": True},
+                             optim=Optim(name="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="swa_linear"))
     _trainer(total // 4, 4).fit(alone, datamodule=VisionDataModule(dataset="digits", batch_size=32, val_size=100,
                                                                    eval_batch_size=500))
     for name, value in alone.net.state_dict().items():

@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 import torch
 
+from lit_papers.core import Optim
 from lit_papers.data import VisionDataModule
 from lit_papers.generalization import RandomLabelModule, estimate_rademacher, rademacher_from_accuracy
 from lit_papers.generalization.preprocess import center_crop, per_image_whitening, random_crop
@@ -20,7 +21,7 @@ def test_small_mlp_memorises_512_random_labels_and_generalises_at_chance():
     L.seed_everything(0, verbose=False)
     dm = VisionDataModule("mnist5k", batch_size=64, val_size=200, train_subset=512,
                           corruption="random_labels", corruption_seed=1)
-    model = RandomLabelModule(arch="mlp", arch_kwargs={"hidden": [512]}, optimizer="adam", lr=2e-3)
+    model = RandomLabelModule(arch="mlp", arch_kwargs={"hidden": [512]}, optim=Optim(name="adam", lr=2e-3))
     trainer = _trainer(60, callbacks=[_StopWhenFitted()])
     trainer.fit(model, datamodule=dm)
     # fitted: every one of the 512 random labels, on the full split in eval mode
@@ -77,7 +78,8 @@ def test_rademacher_estimate_is_one_when_overparameterised_and_small_when_d_much
 
 def test_regulariser_switches_reach_the_network():
     model = RandomLabelModule(arch="inception_small", num_classes=10, input_shape=(3, 32, 32), crop=28,
-                              random_crop=True, batch_norm=False, dropout=0.3, weight_decay=5e-4)
+                              random_crop=True, batch_norm=False, dropout=0.3,
+                              optim=Optim(name="sgd", lr=0.01, weight_decay=5e-4))
     net = model.net
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in net.modules())
@@ -95,7 +97,8 @@ def test_regulariser_switches_reach_the_network():
 def test_lr_decays_by_the_paper_factor_every_epoch():
     L.seed_everything(0, verbose=False)
     dm = VisionDataModule("digits", batch_size=256, val_size=100, train_subset=256)
-    model = RandomLabelModule(arch="mlp", arch_kwargs={"hidden": [16]}, lr=0.01, lr_decay=0.95,
+    model = RandomLabelModule(arch="mlp", arch_kwargs={"hidden": [16]}, optim=Optim(name="sgd", lr=0.01),
+                              lr_decay=0.95,
                               track_test=False)
     trainer = _trainer(3)
     trainer.fit(model, datamodule=dm)
@@ -103,8 +106,8 @@ def test_lr_decays_by_the_paper_factor_every_epoch():
 
 
 def test_bad_settings_name_the_fix():
-    with pytest.raises(ValueError, match="lr_schedule=constant"):
-        RandomLabelModule(lr_decay=0.95, lr_schedule="cosine")
+    with pytest.raises(ValueError, match="optim.schedule=constant"):
+        RandomLabelModule(lr_decay=0.95, optim=Optim(name="sgd", lr=0.01, schedule="cosine"))
     with pytest.raises(ValueError, match="crop"):
         RandomLabelModule(random_crop=True)
     with pytest.raises(ValueError, match="valid model names"):

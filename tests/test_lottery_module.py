@@ -7,6 +7,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from lit_papers.core import Optim
 from lit_papers.data import VisionDataModule
 from lit_papers.lottery import LotteryTicketModule, prune
 from lit_papers.lottery.imp import NEVER
@@ -173,7 +174,8 @@ def test_random_prune_keeps_counts_not_positions(ticket_run):
 
 def test_rewind_to_theta_k_and_schedule_offset():
     rec = LevelStarts()
-    model, trainer = fit([rec], rewind_iteration=10, lr_schedule="step", milestones=[0.25], gamma=0.5)
+    model, trainer = fit([rec], rewind_iteration=10,
+                         optim=Optim(lr=1.2e-3, schedule="step", milestones=[0.25], gamma=0.5))
     assert trainer.global_step == model.plan.total_steps == 20 + 2 * 10
     theta_k = rec.by_step[10]  # the state after 10 steps of level 0
     assert all(torch.equal(member0(model, "theta_rewind")[k], theta_k[k]) for k in theta_k)
@@ -183,8 +185,8 @@ def test_rewind_to_theta_k_and_schedule_offset():
             m = start["masks"].get(name, torch.ones_like(value, dtype=torch.bool))
             assert torch.equal(value[m], theta_k[name][m]), name
         # the schedule resumes at iteration 10 (past the 25 % milestone): lr already decayed
-        assert start["lr"] == pytest.approx(model.hparams.lr * 0.5)
-    assert rec.at[0]["lr"] == pytest.approx(model.hparams.lr)
+        assert start["lr"] == pytest.approx(model.hparams.optim["lr"] * 0.5)
+    assert rec.at[0]["lr"] == pytest.approx(model.hparams.optim["lr"])
     assert all(row["es_iteration"] in (20,) for row in model.history[1:])
 
 
@@ -248,8 +250,8 @@ def test_resume_mid_epoch_mid_round_with_resumable_loader(ticket_run, tmp_path):
 
 
 def test_bf16_autocast_keeps_pruned_weights_exactly_zero():
-    model, _ = fit(trainer_kw={"precision": "bf16-mixed"}, optimizer="sgd", lr=0.05, momentum=0.9,
-                   nesterov=True, weight_decay=1e-3)
+    model, _ = fit(trainer_kw={"precision": "bf16-mixed"},
+                   optim=Optim(name="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3))
     params = dict(model.net.named_parameters())
     assert len(model.history) == 3
     for name, m in model.masks.items():

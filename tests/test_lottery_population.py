@@ -8,13 +8,14 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from lit_papers.core import Optim
 from lit_papers.data import VisionDataModule
 from lit_papers.lottery import LotteryTicketModule
 from lit_papers.lottery.population import LotteryPopulationModule
 from lit_papers.lottery.pruning import prune_count
 from lit_papers.lottery.snapshots import fresh_init
 
-SHAPES = dict(num_classes=10, input_shape=(1, 28, 28), optimizer="adam", lr=2e-3)
+SHAPES = dict(num_classes=10, input_shape=(1, 28, 28), optim=Optim(name="adam", lr=2e-3))
 LEVELS = dict(rounds=2, round_steps=20, prune_rate=0.3)
 ROW_KEYS = ("percent_remaining", "es_iteration", "es_test_acc", "final_test_acc", "es_val_loss")
 
@@ -222,13 +223,13 @@ def test_study_resume_mid_round_equals_uninterrupted(tmp_path):
         assert torch.equal(resumed.net.state_dict()[name], value), name
 
 
-@pytest.mark.parametrize("optimizer", [dict(optimizer="sgd", lr=0.05, momentum=0.9),
-                                       dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
-                                       dict(optimizer="adam", lr=2e-3, weight_decay=1e-3),
-                                       dict(optimizer="adamw", lr=2e-3, weight_decay=1e-2)],
+@pytest.mark.parametrize("optimizer", [dict(name="sgd", lr=0.05, momentum=0.9),
+                                       dict(name="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+                                       dict(name="adam", lr=2e-3, weight_decay=1e-3),
+                                       dict(name="adamw", lr=2e-3, weight_decay=1e-2)],
                          ids=["sgd_momentum", "sgd_nesterov_wd", "adam_l2", "adamw"])
 def test_study_pruned_weights_exactly_zero_under_every_optimizer(optimizer):
-    pop = LotteryPopulationModule(**{**STUDY, "controls": ["ticket", "random_prune"], **optimizer})
+    pop = LotteryPopulationModule(**{**STUDY, "controls": ["ticket", "random_prune"], "optim": Optim(**optimizer)})
     _fit(pop)
     params = pop.net.member_params()
     for name, mask in pop.masks().items():

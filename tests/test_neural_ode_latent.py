@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 import torch
 
+from lit_papers.core import Optim
 from lit_papers.data.spirals import SpiralsDataModule, make_spirals
 from lit_papers.neural_ode.latent_ode import LatentODE, LatentODEModule, elbo
 
@@ -70,7 +71,7 @@ def test_latent_ode_module_raises_the_elbo(tmp_path):
     torch.manual_seed(0)
     dm = SpiralsDataModule(n_train=300, n_val=100, n_test=100, n_times=20, n_obs=10, batch_size=50)
     dm.setup()
-    module = LatentODEModule(method="rk4", step_size=0.05, lr=2e-2)
+    module = LatentODEModule(method="rk4", step_size=0.05, optim=Optim(lr=2e-2))
     trainer = L.Trainer(max_epochs=20, logger=False, enable_progress_bar=False, enable_checkpointing=False,
                         enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
     before, origin = _val_elbo(module, dm), _origin_elbo(dm)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from test_neural_ode_latent import _origin_elbo, _val_elbo
 
+from lit_papers.core import Optim
 from lit_papers.data.spirals import SpiralsDataModule, make_spirals
 from lit_papers.neural_ode.latent_ode import LatentODEModule, elbo
 from lit_papers.neural_ode.rnn_baseline import LatentRNN
@@ -58,7 +59,7 @@ def test_a_few_epochs_reduce_the_validation_loss(tmp_path):
     torch.manual_seed(0)
     dm = SpiralsDataModule(n_train=300, n_val=100, n_test=100, n_times=20, n_obs=10, batch_size=20)
     dm.setup()
-    module = LatentODEModule(decoder="rnn", hidden=13, lr=1e-2)
+    module = LatentODEModule(decoder="rnn", hidden=13, optim=Optim(lr=1e-2))
     trainer = L.Trainer(max_epochs=10, logger=False, enable_progress_bar=False, enable_checkpointing=False,
                         enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
     before, origin = _val_loss(module, dm), -_origin_elbo(dm)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import REPO
 
+from lit_papers.core import Optim
 from lit_papers.core import ClassifierModule
 from lit_papers.core.population import PopulationModule, StackedMembers
 from lit_papers.data import VisionDataModule
@@ -29,7 +30,7 @@ def _fit(model, epochs: int = 2) -> L.Trainer:
 
 def test_member_equals_separate_run_with_its_seed():
     """Same init (seeded build), same batches, same Adam math: weights and metrics agree."""
-    kw = dict(SHAPES, optimizer="adam", lr=2e-3, weight_decay=1e-4, lr_schedule="cosine")
+    kw = dict(SHAPES, optim=Optim(name="adam", lr=2e-3, weight_decay=1e-4, schedule="cosine"))
     pop = PopulationModule(population=3, member_seeds=[11, 12, 13], steps_per_call=2, **kw)
     t_pop = _fit(pop)
     for k, seed in ((0, 11), (2, 13)):
@@ -99,7 +100,7 @@ def test_cli_population_writes_members_and_matches_the_single_run(run_cli, tmp_p
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_captured_population_equals_eager_population():
     """Members with masks, captured whole steps == eager steps (GPU)."""
-    kw = dict(num_classes=10, input_shape=(1, 8, 8), optimizer="adam", lr=2e-3, lr_schedule="cosine",
+    kw = dict(num_classes=10, input_shape=(1, 8, 8), optim=Optim(name="adam", lr=2e-3, schedule="cosine"),
               population=3, member_seeds=[0, 1, 2], steps_per_call=4)
     runs = {}
     for mode in ("none", "cuda_graph"):
@@ -131,7 +132,7 @@ def test_member_labels_are_corrupted_per_member_and_train_independently():
     assert agreement[2] == pytest.approx(0.1, abs=0.05)
     assert dm.train_y.shape == (480, 3) and dm.val_y.shape == (200,)  # validation labels stay clean
 
-    kw = dict(SHAPES, optimizer="adam", lr=2e-3)
+    kw = dict(SHAPES, optim=Optim(name="adam", lr=2e-3))
     pop = PopulationModule(population=3, member_seeds=[7, 7, 7], steps_per_call=3, **kw)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
@@ -175,7 +176,7 @@ def test_resumed_population_equals_uninterrupted(run_cli, tmp_path):
 def test_masked_members_keep_pruned_weights_at_zero_and_follow_the_masked_loop():
     """Member 0 pruned (random half of each weight matrix), member 1 dense: member 0 equals a plain
     masked Adam loop on the same batches, member 1 the unmasked member, pruned entries stay 0.0."""
-    kw = dict(SHAPES, optimizer="adam", lr=2e-3)
+    kw = dict(SHAPES, optim=Optim(name="adam", lr=2e-3))
     dm = VisionDataModule(dataset="mnist5k", batch_size=60, val_size=200, train_subset=480,
                           eval_batch_size=200)
     dm.setup("fit")

@@ -72,7 +72,7 @@ def test_evaluation_leaves_the_training_run_byte_identical(subcommand, trained, 
 # -- 2. and 3. usage errors leave the runs tree as it was ---------------------------------------
 REFUSED = [
     ("classifier", ["--trainer.max_epochs=-5"], "max_epochs"),
-    ("classifier", ["--model.init_args.lr=-1"], "lr must be positive"),
+    ("classifier", ["--model.init_args.optim.lr=-1"], "optim.lr must be positive"),
     ("lottery", ["--model.init_args.prune_rate=1.5"], "prune_rate must be in [0, 1)"),
     ("lottery", ["--model.init_args.prune_rate=-0.2"], "prune_rate must be in [0, 1)"),
     ("lottery", ["--model.init_args.strategy=global"], "output_prune_rate"),

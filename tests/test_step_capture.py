@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lit_papers.core import Optim
 from lit_papers.core import ClassifierModule
 from lit_papers.core.chunked_classifier import ChunkedClassifierModule
 from lit_papers.core.step_capture import run_undone
@@ -35,7 +36,7 @@ def _max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
 @pytest.mark.parametrize("optimizer,schedule", [("adam", "cosine"), ("sgd", "step")])
 def test_chunked_steps_equal_ordinary_steps(optimizer, schedule):
     """S=4 steps per training_step (groups 4, 4, 1 per epoch) == 9 ordinary steps per epoch."""
-    kw = dict(SHAPES, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3, lr_schedule=schedule)
+    kw = dict(SHAPES, optim=Optim(name=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3, schedule=schedule))
     torch.manual_seed(3)
     plain = ClassifierModule(**kw)
     t_plain = _fit(plain)
@@ -153,7 +154,8 @@ def test_bad_settings_name_the_valid_options():
 def test_cuda_graph_steps_equal_eager_steps(optimizer):
     """Captured whole steps (warm-up undone) follow the eager trajectory on the GPU."""
     # scikit-learn's 8x8 digits: no download, no extra package on a bare GPU machine
-    kw = dict(num_classes=10, input_shape=(1, 8, 8), optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3)
+    kw = dict(num_classes=10, input_shape=(1, 8, 8),
+              optim=Optim(name=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3))
     torch.manual_seed(2)
     eager = ChunkedClassifierModule(steps_per_call=4, **kw)
     _fit(eager, accelerator="gpu", on_device=True, dataset="digits")

@@ -163,7 +163,7 @@ TINY4 = """
 method: grid
 metric: {name: test/acc, goal: maximize}
 parameters:
-  model.init_args.lr: {values: [0.001, 0.003]}
+  model.init_args.optim.lr: {values: [0.001, 0.003]}
   seed_everything: {values: [0, 1]}
   trainer.max_epochs: {value: 5}
 command: ["${env}", "${interpreter}", -m, lit_papers, fit, --config, configs/classifier.yaml, "${args}"]
@@ -192,7 +192,7 @@ def test_two_job_offline_sweep_of_four_tiny_trials(tmp_path, monkeypatch, capsys
         assert saved["trainer"]["max_epochs"] == 1
         summary = json.loads((root / "tiny4" / row[0] / "summary.json").read_text())
         assert float(row[header.index("test/acc")]) == pytest.approx(summary["final"]["test/acc"], abs=1e-3)
-    assert {(t["params"]["model.init_args.lr"], t["params"]["seed_everything"]) for t in trials} == \
+    assert {(t["params"]["model.init_args.optim.lr"], t["params"]["seed_everything"]) for t in trials} == \
         {(0.001, 0), (0.001, 1), (0.003, 0), (0.003, 1)}
     assert all(t["threads"] == trial.thread_budget(2) for t in trials)
     assert "trainer.max_epochs: 4 trial(s) ran 1 where the sweep file says 5" in out

@@ -123,7 +123,7 @@ def test_agent_flags_match_wandb_agent():
     """Our copy of the agent's argument building equals wandb's own function."""
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-    params = {"seed_everything": 3, "model.init_args.lr": 0.0012, "model.init_args.adjoint": False,
+    params = {"seed_everything": 3, "model.init_args.optim.lr": 0.0012, "model.init_args.adjoint": False,
               "model.init_args.curve": "bezier", "data.init_args.flag": True, "x": 1e-05}
     theirs = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
     ours = sweep_file.agent_flags(params)
@@ -166,7 +166,7 @@ TINY = """
 method: grid
 metric: {name: test/acc, goal: maximize}
 parameters:
-  model.init_args.lr: {values: [0.001, 0.003]}
+  model.init_args.optim.lr: {values: [0.001, 0.003]}
 command: ["${env}", "${interpreter}", -m, lit_papers, fit, --config, configs/classifier.yaml, "${args}"]
 """
 SHORT = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
@@ -179,9 +179,9 @@ def test_dry_run_prints_the_agent_commands_and_touches_nothing(tmp_path, capsys)
     runner.main([str(path), "--dry-run", "--run_root", str(tmp_path / "runs")])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
-    assert "/usr/bin/env python -m lit_papers fit --config configs/classifier.yaml --model.init_args.lr=0.001" \
+    assert "/usr/bin/env python -m lit_papers fit --config configs/classifier.yaml --model.init_args.optim.lr=0.001" \
         in lines[0]
-    assert "--model.init_args.lr=0.003" in lines[1]
+    assert "--model.init_args.optim.lr=0.003" in lines[1]
     assert not (tmp_path / "runs").exists()
 
 
@@ -216,7 +216,7 @@ def test_offline_sweep_runs_resumes_and_reports(tmp_path):
     assert "[sweep] trial_000" not in second.stdout and "[sweep] trial_001" in second.stdout
     saved = json.loads((root / "tiny" / "sweep_state.json").read_text())
     assert [t["status"] for t in saved["trials"]] == ["finished", "finished"]
-    assert [t["params"]["model.init_args.lr"] for t in saved["trials"]] == [0.001, 0.003]
+    assert [t["params"]["model.init_args.optim.lr"] for t in saved["trials"]] == [0.001, 0.003]
     # The table lists both trials with their test/acc from summary.json.
     rows = [line.split() for line in second.stdout.splitlines() if line.startswith("trial_00")]
     accs = {r[0]: float(r[3]) for r in rows}

@@ -7,21 +7,17 @@ only defines its loss as `member_losses` (one member, K = 1) and hands Lightning
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional
-
 import torch
 
 from .chunked_steps import ChunkedSteps
 from .classifier import ClassifierModule
-from .init_args import parent_args
 from .member_metrics import MemberSums, log_members, member_stats
 
 
 class ChunkedClassifierModule(ClassifierModule):
     """`ClassifierModule` with `steps_per_call` optimizer steps per Lightning `training_step`.
 
-    Args (besides ClassifierModule's): `step_capture` and `steps_per_call`, as in `ChunkedSteps`.
+    Args (the others are ClassifierModule's): `step_capture` and `steps_per_call`, as in `ChunkedSteps`.
     Steps run on the raw optimizer in fp32 on one device; of Lightning's per-step hooks only the
     module's own `on_before_optimizer_step` and `optimizer_step` run.
 
@@ -31,14 +27,9 @@ class ChunkedClassifierModule(ClassifierModule):
     #: the module to name when DDP is asked for (one network per run, Lightning's own steps)
     ddp_alternative = "ClassifierModule"
 
-    def __init__(self, arch: str = "lenet300_100", arch_kwargs: Optional[dict] = None,
-                 num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
-                 optimizer: str = "adam", lr: float = 1.2e-3, momentum: float = 0.9,
-                 weight_decay: float = 0.0, nesterov: bool = False, lr_schedule: str = "constant",
-                 milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1,
-                 step_capture: str = "none", steps_per_call: int = 1):
+    def __init__(self, step_capture: str = "none", steps_per_call: int = 1, **kwargs):
         stepper = ChunkedSteps(step_capture, steps_per_call)  # validates both before anything is built
-        super().__init__(**parent_args(ClassifierModule, locals()))
+        super().__init__(**kwargs)
         self.automatic_optimization = False
         self.stepper = stepper
         self.sums = MemberSums()  # validation and test

@@ -123,7 +123,7 @@ class ChunkedSteps:
         if self.mode == "cuda_graph" and not _capturable(opt) and isinstance(configured, dict) \
                 and configured.get("lr_scheduler") is not None:
             raise ValueError(f"step_capture=cuda_graph with optimizer={type(opt).__name__.lower()!r} needs "
-                             f"lr_schedule=constant (its lr is baked into the graph); use one of "
+                             f"optim.schedule=constant (its lr is baked into the graph); use one of "
                              f"{_CAPTURABLE} or step_capture=compile")
         self.graph = None  # a captured step belongs to one optimizer: a new fit captures anew
         if self.mode == "cuda_graph" and _capturable(opt):
@@ -145,7 +145,7 @@ class ChunkedSteps:
             return int(trainer.max_steps)
         calls = trainer.estimated_stepping_batches  # loads the train loader: calls * epochs
         if not math.isfinite(calls):
-            raise ValueError("a non-constant lr_schedule needs trainer.max_epochs or trainer.max_steps")
+            raise ValueError("a non-constant optim.schedule needs trainer.max_epochs or trainer.max_steps")
         loader = trainer.train_dataloader
         if isinstance(loader, StepChunks):
             return max(loader.minibatches(trainer.num_training_batches) * trainer.max_epochs, 1)

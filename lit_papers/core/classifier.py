@@ -14,7 +14,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from lit_papers.models import build_model
 
 from .host_overhead import LeanHookNames, logging_step
-from .optim import configure_from_hparams
+from .optim import Optim, configure_from_hparams
+from .settings import keep_groups
 from .running_accuracy import RunningAccuracy
 
 
@@ -25,9 +26,9 @@ class ClassifierModule(LeanHookNames, L.LightningModule):
         arch: registered model name (`lenet300_100`, `mlp`, `convnet`, ...).
         arch_kwargs: keyword arguments of that model (e.g. `{hidden: [512, 512]}` for `mlp`).
         num_classes, input_shape: taken from the datamodule when not given.
-        optimizer: `sgd`, `adam` or `adamw`; lr, momentum, weight_decay, nesterov: its settings.
-        lr_schedule: `constant`, `cosine`, `step` (milestones are fractions of training, decay
-            gamma) or `swa_linear`, stepped every optimizer step over the whole fit.
+        optim: the optimizer and its learning-rate schedule (`Optim`: name, lr, momentum,
+            weight_decay, nesterov, schedule, milestones, gamma), stepped every optimizer step
+            over the whole fit.
     """
 
     #: what the checkpoint callback monitors, and in which direction
@@ -37,15 +38,13 @@ class ClassifierModule(LeanHookNames, L.LightningModule):
 
     def __init__(self, arch: str = "lenet300_100", arch_kwargs: Optional[dict] = None,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
-                 optimizer: str = "adam", lr: float = 1.2e-3, momentum: float = 0.9,
-                 weight_decay: float = 0.0, nesterov: bool = False, lr_schedule: str = "constant",
-                 milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1):
+                 optim: Optim = Optim(lr=1.2e-3)):
         super().__init__()
         self.save_hyperparameters()
+        keep_groups(self, optim=Optim)
         from lit_papers.models import MODELS
-        from .optim import OPTIMIZERS, SCHEDULES
 
-        MODELS.get(arch), OPTIMIZERS.get(optimizer), SCHEDULES.get(lr_schedule)  # fail fast on names
+        MODELS.get(arch)  # fail fast on the name
         self.net: Optional[nn.Module] = None
         if num_classes is not None and input_shape is not None:
             self.net = self.build_network()

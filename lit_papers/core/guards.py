@@ -41,7 +41,7 @@ class NonFiniteGuard(Callback):
         if bad:
             raise RunFailed(
                 f"the training loss became {value} at step {trainer.global_step} (epoch {trainer.current_epoch}). "
-                f"Lower the learning rate (--model.init_args.lr), clip gradients "
+                f"Lower the learning rate (--model.init_args.optim.lr), clip gradients "
                 f"(--trainer.gradient_clip_val=1.0), or check the data; the last checkpoint written before "
                 f"this step is intact (resume with --ckpt_path last after changing the setting).")
 

@@ -1,14 +1,17 @@
-"""Optimizers and learning-rate schedules by name."""
+"""Optimizers and learning-rate schedules by name, and `Optim`: the settings group naming both."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from lit_papers.registry import Registry
+
+from .settings import Group
 
 OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("lr_schedule")
@@ -81,16 +84,59 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: in
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step, total_steps))
 
 
+@dataclass(frozen=True)
+class Optim(Group):
+    """The optimizer and its learning-rate schedule: `model.optim` of every module.
+
+    Args:
+        name: `sgd`, `adam` or `adamw`; lr, momentum, weight_decay, nesterov: its settings
+            (momentum and nesterov apply to sgd only).
+        schedule: `constant`, `cosine`, `step` (drops by `gamma` at each of `milestones`, fractions
+            of training) or `swa_linear`: the factor multiplying lr, stepped every optimizer step.
+    """
+
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    schedule: str = "constant"
+    milestones: Sequence[float] = (0.5, 0.75)
+    gamma: float = 0.1
+
+    def __post_init__(self):
+        OPTIMIZERS.get(self.name), SCHEDULES.get(self.schedule)  # fail fast, listing the valid names
+        if not self.lr > 0:
+            raise ValueError(f"optim.lr must be positive, got {self.lr}")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ValueError(f"optim.momentum and optim.weight_decay must be >= 0, "
+                             f"got {self.momentum}, {self.weight_decay}")
+        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+
+    def build(self, params: Iterable, **overrides) -> torch.optim.Optimizer:
+        """The optimizer over `params` (a list of parameters or of param groups); `overrides`
+        replace fields (e.g. `weight_decay=0.0` where the loss carries the decay)."""
+        s = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
+             "nesterov": self.nesterov, **overrides}
+        return build_optimizer(self.name, params, **s)
+
+    def factor(self) -> Callable[[int, int], float]:
+        """The schedule as factor(step, total_steps) multiplying lr."""
+        return SCHEDULES.get(self.schedule)(milestones=self.milestones, gamma=self.gamma)
+
+    def scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int):
+        """A per-step LambdaLR following the schedule over `total_steps` optimizer steps."""
+        return build_scheduler(self.schedule, optimizer, total_steps, self.milestones, self.gamma)
+
+
 def configure_from_hparams(module, total_steps: Optional[Callable[[], int]] = None) -> torch.optim.Optimizer | dict:
-    """`configure_optimizers`'s return for a LightningModule whose hparams name `optimizer`, `lr`
-    and optionally momentum, weight_decay, nesterov, `lr_schedule` (stepped every optimizer step
-    over the whole fit), milestones and gamma. `total_steps` gives the fit's optimizer steps
-    (default: Lightning's `estimated_stepping_batches`, one step per `training_step`)."""
-    hp = module.hparams
-    opt = build_optimizer(hp.optimizer, module.parameters(), lr=hp.lr, momentum=hp.get("momentum", 0.0),
-                          weight_decay=hp.get("weight_decay", 0.0), nesterov=hp.get("nesterov", False))
-    if hp.get("lr_schedule", "constant") == "constant":
+    """`configure_optimizers`'s return for a LightningModule whose hparams hold an `optim` group: the
+    optimizer over all parameters and, unless the schedule is constant, its per-step schedule over the
+    whole fit. `total_steps` gives the fit's optimizer steps (default: Lightning's
+    `estimated_stepping_batches`, one step per `training_step`)."""
+    optim = Optim.of(module.hparams.optim)
+    opt = optim.build(module.parameters())
+    if optim.schedule == "constant":
         return opt
     total = total_steps() if total_steps is not None else max(int(module.trainer.estimated_stepping_batches), 1)
-    sched = build_scheduler(hp.lr_schedule, opt, total, hp.get("milestones", (0.5, 0.75)), hp.get("gamma", 0.1))
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": optim.scheduler(opt, total), "interval": "step"}}

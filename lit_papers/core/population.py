@@ -19,7 +19,6 @@ from torch import nn
 from .chunked_steps import ChunkedSteps
 from .classifier import ClassifierModule
 from .figures import run_dir, save_figure
-from .init_args import parent_args
 from .member_metrics import MemberSums, log_members, member_stats
 from .population_records import MemberRecords, members_figure, write_json
 from .stacked_members import StackedMembers
@@ -38,7 +37,7 @@ class PopulationModule(ClassifierModule):
     the run folder holds each member's seed, final and best metrics and the ensemble's.
     `member_state_dict(k)` extracts one member as a normal network.
 
-    Args (besides ClassifierModule's):
+    Args (the others are ClassifierModule's):
         step_capture, steps_per_call: as in `ChunkedSteps`.
         population: number of members K.
         member_seeds: one seed per member; default run seed + k (member 0 = the single run).
@@ -49,20 +48,15 @@ class PopulationModule(ClassifierModule):
     #: the module to name when DDP is asked for (one network per run, Lightning's own steps)
     ddp_alternative = "ClassifierModule"
 
-    def __init__(self, arch: str = "lenet300_100", arch_kwargs: Optional[dict] = None,
-                 num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
-                 optimizer: str = "adam", lr: float = 1.2e-3, momentum: float = 0.9,
-                 weight_decay: float = 0.0, nesterov: bool = False, lr_schedule: str = "constant",
-                 milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1,
-                 step_capture: str = "none", steps_per_call: int = 1, population: int = 4,
-                 member_seeds: Optional[list[int]] = None):
+    def __init__(self, step_capture: str = "none", steps_per_call: int = 1, population: int = 4,
+                 member_seeds: Optional[list[int]] = None, **kwargs):
         if population < 1:
             raise ValueError(f"population must be >= 1, got {population}")
         if member_seeds is not None and len(member_seeds) != population:
             raise ValueError(f"member_seeds has {len(member_seeds)} seeds for population={population}; "
                              "give one seed per member or leave it unset (run seed + k)")
         stepper = ChunkedSteps(step_capture, steps_per_call)  # validates both before anything is built
-        super().__init__(**parent_args(ClassifierModule, locals()))
+        super().__init__(**kwargs)
         self.automatic_optimization = False
         self.stepper = stepper
         self.sums = MemberSums()  # validation and test, per member and as an ensemble
@@ -229,5 +223,5 @@ class PopulationModule(ClassifierModule):
             return None
         hp = self.hparams
         return write_json(folder, "members.json", {
-            "population": hp.population, "arch": hp.arch, "optimizer": hp.optimizer, "lr": hp.lr,
+            "population": hp.population, "arch": hp.arch, "optimizer": hp.optim["name"], "lr": hp.optim["lr"],
             "ensemble": self._ensemble, "members": self.members()})

@@ -13,23 +13,6 @@ from __future__ import annotations
 import torch
 
 from lit_papers.errors import UsageError
-from .optim import OPTIMIZERS, SCHEDULES
-
-
-def check_optimizer_hparams(hparams) -> None:
-    """The optimizer block of a module's hyper-parameters, when it has one: names and ranges."""
-    get = hparams.get if hasattr(hparams, "get") else (lambda key, default=None: default)
-    if get("optimizer") is not None and isinstance(get("optimizer"), str):
-        OPTIMIZERS.get(get("optimizer"))
-    if isinstance(get("lr_schedule"), str):
-        SCHEDULES.get(get("lr_schedule"))
-    lr = get("lr")
-    if isinstance(lr, (int, float)) and not lr > 0:
-        raise ValueError(f"model.lr must be positive, got {lr}")
-    for key in ("weight_decay", "momentum"):
-        value = get(key)
-        if isinstance(value, (int, float)) and value < 0:
-            raise ValueError(f"model.{key} must be >= 0, got {value}")
 
 
 def check_network(hparams, datamodule) -> None:
@@ -55,7 +38,6 @@ def check_network(hparams, datamodule) -> None:
 
 def check(model, datamodule, trainer, subcommand: str) -> None:
     """Every check that needs no run folder; raises the module's own error (a usage error)."""
-    check_optimizer_hparams(getattr(model, "hparams", {}))
     if datamodule is not None and callable(getattr(datamodule, "check_data", None)):
         datamodule.check_data()
     check_network(getattr(model, "hparams", {}), datamodule)

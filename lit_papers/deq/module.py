@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_papers.core import ClassifierModule, save_figure
+from lit_papers.core.optim import Optim
 
 from .figures import iterations_figure, residual_figure
 from .implicit import check_backward_mode
@@ -39,7 +40,7 @@ class DEQModule(SolverLogging, ClassifierModule):
             steps it is computed on, and probes per estimate.
         pretrain_steps, pretrain_depth: the first steps train a weight-tied stack of that depth.
         figure_max_iter: iterations per solver in the end-of-fit residual-vs-iteration figure.
-        The remaining arguments are `ClassifierModule`'s (optimizer and schedule).
+        optim: the optimizer and its schedule (`Optim`), as in `ClassifierModule`.
     """
 
     def __init__(self, cell: str = "conv", width: int = 32, hidden: Optional[int] = None, groups: int = 8,
@@ -52,9 +53,7 @@ class DEQModule(SolverLogging, ClassifierModule):
                  jac_weight: float = 0.0, jac_freq: float = 1.0, jac_probes: int = 1,
                  pretrain_steps: int = 0, pretrain_depth: int = 2, figure_max_iter: int = 60,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
-                 optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
-                 nesterov: bool = False, lr_schedule: str = "cosine",
-                 milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1):
+                 optim: Optim = Optim(lr=1e-3, schedule="cosine")):
         SOLVERS.get(solver), SOLVERS.get(backward_solver), check_backward_mode(backward)  # fail fast
         if branches is not None and (cell != "multiscale" or branches < 1):
             raise ValueError(f"branches={branches}: the number of resolutions of cell=multiscale (>= 1); "
@@ -62,8 +61,7 @@ class DEQModule(SolverLogging, ClassifierModule):
         if not 0.0 <= jac_freq <= 1.0:
             raise ValueError(f"jac_freq is the fraction of steps with the Jacobian penalty, in [0, 1]; got {jac_freq}")
         super().__init__(arch="deq", arch_kwargs=None, num_classes=num_classes, input_shape=input_shape,
-                         optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                         nesterov=nesterov, lr_schedule=lr_schedule, milestones=milestones, gamma=gamma)
+                         optim=optim)
         self.init_solver_history()
 
     def build_network(self) -> nn.Module:

@@ -17,6 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_papers.core import save_figure
+from lit_papers.core.optim import Optim, configure_from_hparams
+from lit_papers.core.settings import keep_groups
 from lit_papers.data.epoch_shuffle import EpochShuffle, ResumableLoader, fit_progress
 
 from .cells import build_cell
@@ -89,11 +91,12 @@ class DEQSequenceModule(SolverLogging, L.LightningModule):
                  solver: str = "anderson", max_iter: int = 20, tol: float = 1e-3,
                  backward: str = "ift", backward_solver: str = "anderson", backward_max_iter: int = 20,
                  backward_tol: float = 1e-4, pretrain_steps: int = 0, pretrain_depth: int = 2,
-                 jac_weight: float = 0.0, lr: float = 2e-3, weight_decay: float = 0.0,
+                 jac_weight: float = 0.0, optim: Optim = Optim(name="adamw", lr=2e-3),
                  vocab_size: Optional[int] = None, max_len: Optional[int] = None):
         super().__init__()
         SOLVERS.get(solver), SOLVERS.get(backward_solver), check_backward_mode(backward)
         self.save_hyperparameters()
+        keep_groups(self, optim=Optim)
         self.init_solver_history()
         self.net: Optional[nn.ModuleDict] = None
         if vocab_size is not None and max_len is not None:
@@ -154,7 +157,7 @@ class DEQSequenceModule(SolverLogging, L.LightningModule):
         self.log("test/bpc", loss / math.log(2))
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return configure_from_hparams(self)
 
     def on_fit_end(self) -> None:
         if self.history["step"]:

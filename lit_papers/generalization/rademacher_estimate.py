@@ -18,12 +18,13 @@ from lit_papers.data.corruptions import apply_corruption
 
 from .rademacher import rademacher_from_accuracy
 from .random_labels import RandomLabelModule
+from lit_papers.core.optim import Optim
 
 
 def _fit_random_labels(x, y, num_classes, arch, arch_kwargs, max_epochs, lr, batch_size, seed) -> float:
     L.seed_everything(seed, workers=True, verbose=False)
     module = RandomLabelModule(arch=arch, arch_kwargs=arch_kwargs, num_classes=num_classes,
-                               input_shape=tuple(x.shape[1:]), optimizer="adam", lr=lr, track_test=False)
+                               input_shape=tuple(x.shape[1:]), optim=Optim(name="adam", lr=lr), track_test=False)
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
     trainer = L.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False,

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping
 
 from lit_papers.core import ClassifierModule
+from lit_papers.core.optim import Optim
 from lit_papers.core.figures import save_figure
 from lit_papers.models import build_model
 
@@ -47,7 +48,7 @@ class RandomLabelModule(ClassifierModule):
             patch at evaluation. random_crop: a random patch per training image (augmentation).
         whiten: per-image whitening (subtract each image's mean, divide by its std), as the paper.
         lr_decay: multiply the lr by this factor after every epoch (the paper's 0.95); needs
-            lr_schedule=constant.
+            optim.schedule=constant.
         early_stopping: stop when val/acc has not improved for `patience` epochs, and select the
             checkpoint by val/acc instead of by full-train accuracy.
         fit_threshold: full-train accuracy that counts as fitted (the paper's 100% = 1.0).
@@ -58,24 +59,21 @@ class RandomLabelModule(ClassifierModule):
 
     def __init__(self, arch: str = "mlp", arch_kwargs: Optional[dict] = None,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
-                 optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.9,
-                 weight_decay: float = 0.0, nesterov: bool = False, lr_schedule: str = "constant",
-                 milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1,
+                 optim: Optim = Optim(name="sgd", lr=0.01),
                  dropout: float = 0.0, batch_norm: Optional[bool] = None, crop: Optional[int] = None,
                  random_crop: bool = False, whiten: bool = False, lr_decay: Optional[float] = None,
                  early_stopping: bool = False, patience: int = 10, fit_threshold: float = 1.0,
                  stop_at_fit: bool = False, eval_batch_size: int = 1000, track_test: bool = True):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if lr_decay is not None and (not 0.0 < lr_decay <= 1.0 or lr_schedule != "constant"):
-            raise ValueError("lr_decay must be in (0, 1] and used with lr_schedule=constant "
-                             f"(got lr_decay={lr_decay}, lr_schedule={lr_schedule!r})")
+        if lr_decay is not None and (not 0.0 < lr_decay <= 1.0 or Optim.of(optim).schedule != "constant"):
+            raise ValueError("lr_decay must be in (0, 1] and used with optim.schedule=constant "
+                             f"(got lr_decay={lr_decay}, optim.schedule={Optim.of(optim).schedule!r})")
         if random_crop and crop is None:
             raise ValueError("random_crop needs a crop size: set crop (e.g. 28 for 32x32 CIFAR images)")
         if not 0.0 < fit_threshold <= 1.0:
             raise ValueError(f"fit_threshold must be in (0, 1], got {fit_threshold}")
-        super().__init__(arch, arch_kwargs, num_classes, input_shape, optimizer, lr, momentum,
-                         weight_decay, nesterov, lr_schedule, milestones, gamma)
+        super().__init__(arch, arch_kwargs, num_classes, input_shape, optim)
         # early stopping is model selection on held-out data; otherwise select the fitted net
         self.checkpoint_monitor = ("val/acc", "max") if early_stopping else ("gen/train_acc", "max")
         self.steps_to_fit: Optional[int] = None

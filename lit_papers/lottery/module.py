@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from lit_papers.core.classifier import ClassifierModule
 from lit_papers.core.figures import run_dir, save_figure
-from lit_papers.core.optim import SCHEDULES, build_optimizer
+from lit_papers.core.optim import Optim
 
 from .imp import IMP, load_mask_history
 from .initializers import INITIALIZERS
@@ -72,9 +72,7 @@ class LotteryTicketModule(ClassifierModule):
 
     def __init__(self, arch: str = "lenet300_100", arch_kwargs: Optional[dict] = None,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
-                 optimizer: str = "adam", lr: float = 1.2e-3, momentum: float = 0.9,
-                 weight_decay: float = 0.0, nesterov: bool = False, lr_schedule: str = "constant",
-                 milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1,
+                 optim: Optim = Optim(lr=1.2e-3),
                  rounds: int = 5, round_steps: int = 1000, strategy: str = "layerwise",
                  prune_rate: float = 0.2, conv_prune_rate: Optional[float] = None,
                  output_prune_rate: Optional[float] = None, schedule: str = "iterative",
@@ -87,8 +85,7 @@ class LotteryTicketModule(ClassifierModule):
         # the plan validates the numbers, IMP the control and schedule names
         self.imp = IMP(LevelPlan(rounds, round_steps, rewind_iteration), strategy, [control],
                        [control_seed], schedule)
-        super().__init__(arch, arch_kwargs, num_classes, input_shape, optimizer, lr, momentum,
-                         weight_decay, nesterov, lr_schedule, milestones, gamma)
+        super().__init__(arch, arch_kwargs, num_classes, input_shape, optim)
 
     @property
     def plan(self) -> LevelPlan:
@@ -154,11 +151,9 @@ class LotteryTicketModule(ClassifierModule):
 
     def configure_optimizers(self):
         """A fresh optimizer and per-step schedule over this level (resumed at its offset)."""
-        hp = self.hparams
-        opt = build_optimizer(hp.optimizer, self.parameters(), lr=hp.lr, momentum=hp.momentum,
-                              weight_decay=hp.weight_decay, nesterov=hp.nesterov)
-        factor = SCHEDULES.get(hp.lr_schedule)(milestones=hp.milestones, gamma=hp.gamma)
-        total, offset, warmup = self.plan.round_steps, self.plan.offset(self.level), hp.warmup_steps
+        optim = Optim.of(self.hparams.optim)
+        opt, factor = optim.build(self.parameters()), optim.factor()
+        total, offset, warmup = self.plan.round_steps, self.plan.offset(self.level), self.hparams.warmup_steps
 
         def lr_factor(step: int) -> float:
             it = step + offset  # training iteration of this level

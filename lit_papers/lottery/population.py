@@ -30,7 +30,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from lit_papers.core.figures import run_dir, save_figure
-from lit_papers.core.init_args import parent_args
+from lit_papers.core.optim import Optim
 from lit_papers.core.population import PopulationModule
 from lit_papers.core.stacked_members import StackedMembers
 
@@ -45,7 +45,7 @@ from .schedule import LevelPlan, check_budget, train_the_levels
 class LotteryPopulationModule(PopulationModule):
     """Iterative magnitude pruning for `len(controls) x len(seeds)` members trained at once.
 
-    Args (network and optimizer as in ClassifierModule; the learning rate is constant, as in the
+    Args (network and `optim` as in ClassifierModule, with optim.schedule constant, as in the
     paper's LeNet and Conv experiments; steps run by `ChunkedSteps`, as in PopulationModule):
         seeds: one member per seed and control; seed s gives theta_0 and the controls' draws.
         controls: any of `ticket`, `reinit`, `random_prune`; with `ticket` present, the controls
@@ -64,14 +64,17 @@ class LotteryPopulationModule(PopulationModule):
 
     def __init__(self, arch: str = "lenet300_100", arch_kwargs: Optional[dict] = None,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
-                 optimizer: str = "adam", lr: float = 1.2e-3, momentum: float = 0.9,
-                 weight_decay: float = 0.0, nesterov: bool = False, step_capture: str = "none",
+                 optim: Optim = Optim(lr=1.2e-3), step_capture: str = "none",
                  steps_per_call: int = 1, seeds: Sequence[int] = (0, 1, 2),
                  controls: Sequence[str] = CONTROLS, rounds: int = 5, round_steps: int = 1000,
                  strategy: str = "layerwise", prune_rate: float = 0.2,
                  conv_prune_rate: Optional[float] = None, output_prune_rate: Optional[float] = None,
                  rewind_iteration: int = 0, weight_init: str = "glorot_normal", eval_every: int = 100):
         PRUNING.get(strategy), INITIALIZERS.get(weight_init)  # fail fast, listing valid names
+        if Optim.of(optim).schedule != "constant":
+            raise ValueError(f"{type(self).__name__} trains every level at a constant learning rate, as the "
+                             f"paper's LeNet and Conv experiments; got optim.schedule="
+                             f"{Optim.of(optim).schedule!r} (LotteryTicketModule takes a schedule)")
         seeds, controls = [int(s) for s in seeds], [str(c) for c in controls]
         bad = [c for c in controls if c not in CONTROLS]
         if bad or not controls or len(set(controls)) != len(controls):
@@ -85,11 +88,11 @@ class LotteryPopulationModule(PopulationModule):
         plan.check_interval(eval_every, "eval_every")
         # member index = c * S + s
         self.imp = IMP(plan, strategy, [c for c in controls for _ in seeds], [s for _ in controls for s in seeds])
-        super().__init__(**parent_args(PopulationModule, locals()), population=self.imp.num_members,
-                         member_seeds=self.imp.seeds)
-        # under LightningCLI hparams hold only this signature: the parents' settings it fixes
-        for key, value in (("lr_schedule", "constant"), ("milestones", (0.5, 0.75)), ("gamma", 0.1),
-                           ("population", self.num_members), ("member_seeds", self.imp.seeds)):
+        super().__init__(step_capture, steps_per_call, population=self.imp.num_members,
+                         member_seeds=self.imp.seeds, arch=arch, arch_kwargs=arch_kwargs,
+                         num_classes=num_classes, input_shape=input_shape, optim=optim)
+        # under LightningCLI hparams hold only this signature: the parent's settings it fixes
+        for key, value in (("population", self.num_members), ("member_seeds", self.imp.seeds)):
             self.hparams.setdefault(key, value)
         self.stepper.after_step = self._after_step  # the level loop, on the host after every step
 

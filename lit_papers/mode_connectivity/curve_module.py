@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from lit_papers.core import ClassifierModule, run_dir, save_figure
-from lit_papers.core.init_args import parent_args
-from lit_papers.core.optim import SCHEDULES, build_optimizer
+from lit_papers.core.optim import Optim
 from lit_papers.models import build_model
 
 from .batchnorm import has_batchnorm, recompute_bn
@@ -50,7 +49,7 @@ def load_endpoint(path: str) -> dict[str, torch.Tensor]:
 
 class CurveModule(ClassifierModule):
     """Curve between two networks of architecture `arch` (all ClassifierModule arguments apply;
-    `weight_decay` is applied to phi(t) in the loss, `lr_schedule` runs once per phase).
+    `optim.weight_decay` is applied to phi(t) in the loss, `optim.schedule` runs once per phase).
 
     Args:
         curve: `bezier`, `polychain` or `segment`; num_bends: trainable control points.
@@ -70,9 +69,7 @@ class CurveModule(ClassifierModule):
 
     def __init__(self, arch: str = "mlp", arch_kwargs: Optional[dict] = None,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
-                 optimizer: str = "sgd", lr: float = 0.05, momentum: float = 0.9,
-                 weight_decay: float = 5e-4, nesterov: bool = False, lr_schedule: str = "swa_linear",
-                 milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1,
+                 optim: Optim = Optim(name="sgd", lr=0.05, weight_decay=5e-4, schedule="swa_linear"),
                  curve: str = "bezier", num_bends: int = 1, endpoints: Optional[list[str]] = None,
                  endpoint_epochs: int = 10, endpoint_seeds: Sequence[int] = (1, 2),
                  endpoint_lr: Optional[float] = None, val_t: float = 0.5, eval_points: int = 61,
@@ -84,7 +81,7 @@ class CurveModule(ClassifierModule):
             raise ValueError("need endpoint_epochs >= 0, eval_points >= 2 and plane_points >= 0")
         if len(endpoint_seeds) != 2 or endpoint_seeds[0] == endpoint_seeds[1]:
             raise ValueError(f"endpoint_seeds must be two different seeds, got {list(endpoint_seeds)}")
-        super().__init__(**parent_args(ClassifierModule, locals()))
+        super().__init__(arch, arch_kwargs, num_classes, input_shape, optim)
 
     # -- construction ------------------------------------------------------------------------
     def _base_net(self, seed: Optional[int] = None):
@@ -155,8 +152,8 @@ class CurveModule(ClassifierModule):
         weights, _ = self._weights()
         logits = functional_call(self.net.net, weights, (x,))
         loss = F.cross_entropy(logits, y)
-        if self.training and self.hparams.weight_decay > 0:
-            loss = loss + 0.5 * self.hparams.weight_decay * l2_penalty(weights)
+        if self.training and self.weight_decay > 0:
+            loss = loss + 0.5 * self.weight_decay * l2_penalty(weights)
         return loss, logits, y
 
     def on_validation_epoch_start(self) -> None:
@@ -164,16 +161,20 @@ class CurveModule(ClassifierModule):
             t = self.hparams.val_t
             recompute_bn(self.net.net, lambda x: self.net(x, t), self._train_batches())
 
+    @property
+    def weight_decay(self) -> float:
+        """optim.weight_decay, which the curve's loss carries as 0.5 * wd * ||phi(t)||^2."""
+        return Optim.of(self.hparams.optim).weight_decay
+
     def configure_optimizers(self):
-        hp = self.hparams
+        hp, optim = self.hparams, Optim.of(self.hparams.optim)
         # Weight decay lives in the loss (on phi(t)), so the optimizer has none.
-        opt = build_optimizer(hp.optimizer, list(self.net.points.parameters()), lr=hp.lr,
-                              momentum=hp.momentum, weight_decay=0.0, nesterov=hp.nesterov)
+        opt = optim.build(list(self.net.points.parameters()), weight_decay=0.0)
         per_epoch = max(int(self.trainer.estimated_stepping_batches) // max(self.trainer.max_epochs, 1), 1)
-        factor = SCHEDULES.get(hp.lr_schedule)(milestones=hp.milestones, gamma=hp.gamma)
+        factor = optim.factor()
         e = self._endpoint_epochs
         curve_steps = max((self.trainer.max_epochs - 2 * e) * per_epoch, 1)
-        endpoint_scale = (hp.endpoint_lr or hp.lr) / hp.lr
+        endpoint_scale = (hp.endpoint_lr or optim.lr) / optim.lr
 
         def lr_factor(step: int) -> float:
             # The schedule restarts in each phase: endpoint 0, endpoint 1, curve.
@@ -203,9 +204,9 @@ class CurveModule(ClassifierModule):
         train, test = self._train_batches(), list(self.trainer.datamodule.test_dataloader())
         ts = torch.linspace(0, 1, hp.eval_points).tolist()
         start, end = net.point(0), net.point(-1)
-        paths = {"curve": evaluate_path(net.net, net.weights, ts, train, test, hp.weight_decay),
+        paths = {"curve": evaluate_path(net.net, net.weights, ts, train, test, self.weight_decay),
                  "segment": evaluate_path(net.net, partial(linear_weights, start, end), ts, train, test,
-                                          hp.weight_decay)}
+                                          self.weight_decay)}
         metrics = {**path_metrics(paths["curve"], "curve"), **path_metrics(paths["segment"], "segment")}
         for key, value in metrics.items():
             self.log(key, value)
@@ -223,7 +224,7 @@ class CurveModule(ClassifierModule):
         curve_pts = flat_points([net.weights(t) for t in torch.linspace(0, 1, 41).tolist()])
         xs, ys = plane_grid(basis, [w0, w1, w2, *curve_pts], hp.plane_points, hp.plane_margin)
         like = {n: w.detach() for n, w in net.point(0).items()}
-        grid = evaluate_plane(net.net, like, basis, xs, ys, train, test, hp.weight_decay)
+        grid = evaluate_plane(net.net, like, basis, xs, ys, train, test, self.weight_decay)
         fig = plane_figure(grid, [basis.project(w) for w in curve_pts],
                            [basis.project(w) for w in (w0, w1, w2)], hp.curve)
         save_figure(self.trainer, fig, "mode_connectivity_plane")

@@ -12,7 +12,7 @@ whether every cycle restarts from fresh weights. `CYCLES.get(name)(alpha1, alpha
 - `sse`: Snapshot Ensembles (Huang et al. 2017): cosine alpha1 -> 0 restarted every cycle, with
   Huang et al.'s mod(i - 1, n) / n (the first step takes alpha1), snapshot at the end of each cycle.
 - `independent`: every cycle re-initialises the network and trains it with the module's own
-  recipe (`lr`, `lr_schedule`) restarted over the cycle, snapshot at the end: an ensemble of
+  recipe (`optim.lr`, `optim.schedule`) restarted over the cycle, snapshot at the end: an ensemble of
   independently trained networks (alpha1/alpha2 unused).
 
 The ensemble predicts the mean of its members' softmax probabilities.

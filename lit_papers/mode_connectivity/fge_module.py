@@ -1,6 +1,6 @@
 """`FGEModule`: Fast Geometric Ensembling and its equal-budget baselines inside one `fit`.
 
-Epochs [0, pretrain_epochs) train the network normally (`lr`, `lr_schedule`), unless
+Epochs [0, pretrain_epochs) train the network normally (`optim.lr`, `optim.schedule`), unless
 `checkpoint` gives a trained `ClassifierModule` to start from. The remaining epochs are cycles of
 `cycle_epochs` epochs following the cyclic schedule `schedule` (see `fge.CYCLES`), changed every
 iteration; at each cycle's snapshot point the network becomes an ensemble member. After every new
@@ -11,8 +11,8 @@ and on the validation split as `fge/val_ensemble_acc`, ... (for choosing hyper-p
 Baselines at an equal budget of B epochs: `schedule: sse, pretrain_epochs: 0` (Snapshot
 Ensembles) and `schedule: independent, pretrain_epochs: 0, cycle_epochs: B` (one independent
 network; cycle_epochs B/M gives M independent networks of B/M epochs each). `single_baseline:
-true` also trains, in the same run, a copy of the initial network with the ordinary recipe (`lr`,
-`lr_schedule`) over all B epochs, on the same batches: the paper's equal-budget single network,
+true` also trains, in the same run, a copy of the initial network with the ordinary recipe (`optim.lr`,
+`optim.schedule`) over all B epochs, on the same batches: the paper's equal-budget single network,
 logged every epoch as `fge/single_acc`, `fge/single_nll` (test) and `fge/val_single_*`. Both nets
 are two parameter groups of one optimizer (disjoint parameters: the summed loss gives each its
 own gradient), each with its own per-step LR. The run folder gets `fge.json` with every member's
@@ -31,8 +31,7 @@ import torch.nn.functional as F
 
 from lit_papers.core import ClassifierModule, run_dir, save_figure
 from lit_papers.core.host_overhead import logging_step
-from lit_papers.core.init_args import parent_args
-from lit_papers.core.optim import SCHEDULES, build_optimizer
+from lit_papers.core.optim import Optim
 
 from .batchnorm import has_batchnorm, recompute_bn
 from .curve_module import load_endpoint
@@ -49,7 +48,7 @@ class FGEModule(ClassifierModule):
             alpha2 in the middle).
         cycle_epochs: cycle length c in epochs (even for FGE); members = cycle epochs / c.
         pretrain_epochs: normal training before the first cycle (ignored with `checkpoint`).
-        pretrain_horizon: `pretrain`: the recipe (`lr_schedule`) runs its whole course within the
+        pretrain_horizon: `pretrain`: the recipe (`optim.schedule`) runs its whole course within the
             pretraining epochs; `budget`: pretraining is the first `pretrain_epochs` of the recipe
             laid over the whole fit, as the paper's FGE starts from epoch 160 of a 200-epoch run
             (with `single_baseline` and one LR both networks are then identical until the first cycle).
@@ -58,7 +57,7 @@ class FGEModule(ClassifierModule):
         keep_members: keep member weights (CPU) for `ensemble_forward` and in checkpoints.
         single_baseline: also train a copy of the initial network with the ordinary recipe for the
             whole fit (see the module docstring); it doubles the cost of a step.
-        single_lr: the single network's base LR (default `lr`), so each method's LR can be chosen
+        single_lr: the single network's base LR (default `optim.lr`), so each method's LR can be chosen
             on the validation split.
     """
 
@@ -69,9 +68,7 @@ class FGEModule(ClassifierModule):
 
     def __init__(self, arch: str = "mlp", arch_kwargs: Optional[dict] = None,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
-                 optimizer: str = "sgd", lr: float = 0.05, momentum: float = 0.9,
-                 weight_decay: float = 5e-4, nesterov: bool = False, lr_schedule: str = "swa_linear",
-                 milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1,
+                 optim: Optim = Optim(name="sgd", lr=0.05, weight_decay=5e-4, schedule="swa_linear"),
                  schedule: str = "fge", alpha1: float = 0.05, alpha2: float = 0.0005, cycle_epochs: int = 2,
                  pretrain_epochs: int = 10, pretrain_horizon: str = "pretrain",
                  checkpoint: Optional[str] = None, bn_update: bool = False,
@@ -89,7 +86,7 @@ class FGEModule(ClassifierModule):
             raise ValueError(f"single_lr must be positive, got {single_lr}")
         if alpha1 <= 0 or alpha2 < 0:
             raise ValueError(f"need alpha1 > 0 and alpha2 >= 0, got {alpha1}, {alpha2}")
-        super().__init__(**parent_args(ClassifierModule, locals()))
+        super().__init__(arch, arch_kwargs, num_classes, input_shape, optim)
         self.cycle = cycle
         self.ensemble = ProbabilityEnsemble()  # test set
         self.val_ensemble = ProbabilityEnsemble()  # validation split (empty without one)
@@ -143,35 +140,34 @@ class FGEModule(ClassifierModule):
 
     def lr_at(self, step: int, per_epoch: int) -> float:
         """The learning rate of optimizer step `step` (`per_epoch` steps per epoch)."""
-        hp = self.hparams
-        recipe = SCHEDULES.get(hp.lr_schedule)(milestones=hp.milestones, gamma=hp.gamma)
+        hp, optim = self.hparams, Optim.of(self.hparams.optim)
+        recipe = optim.factor()
         pre = self.pretrain * per_epoch
         if step < pre:
             horizon = pre if hp.pretrain_horizon == "pretrain" else per_epoch * self.trainer.max_epochs
-            return hp.lr * recipe(step, horizon)
+            return optim.lr * recipe(step, horizon)
         length = hp.cycle_epochs * per_epoch
         if self.cycle.lr is None:  # independent members: the normal recipe, restarted every cycle
-            return hp.lr * recipe((step - pre) % length, length)
+            return optim.lr * recipe((step - pre) % length, length)
         return self.cycle.lr(self.cycle.position(step - pre, length))
 
     def single_lr_at(self, step: int, total: int) -> float:
         """The single network's LR at step `step`: the ordinary recipe over all `total` steps."""
-        hp = self.hparams
-        base = hp.lr if hp.single_lr is None else hp.single_lr
-        return base * SCHEDULES.get(hp.lr_schedule)(milestones=hp.milestones, gamma=hp.gamma)(step, total)
+        optim = Optim.of(self.hparams.optim)
+        base = optim.lr if self.hparams.single_lr is None else self.hparams.single_lr
+        return base * optim.factor()(step, total)
 
     def configure_optimizers(self):
-        hp = self.hparams
+        optim = Optim.of(self.hparams.optim)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         per_epoch = max(total // max(self.trainer.max_epochs, 1), 1)
-        # LambdaLR multiplies the base LR (hp.lr); the cycle sets absolute values, hence the division.
+        # LambdaLR multiplies the base LR (optim.lr); the cycle sets absolute values, hence the division.
         groups = [{"params": list(self.net.parameters())}]
-        factors = [lambda step: self.lr_at(step, per_epoch) / hp.lr]
+        factors = [lambda step: self.lr_at(step, per_epoch) / optim.lr]
         if self.single is not None:
             groups.append({"params": list(self.single.parameters())})
-            factors.append(lambda step: self.single_lr_at(step, total) / hp.lr)
-        opt = build_optimizer(hp.optimizer, groups, lr=hp.lr, momentum=hp.momentum,
-                              weight_decay=hp.weight_decay, nesterov=hp.nesterov)
+            factors.append(lambda step: self.single_lr_at(step, total) / optim.lr)
+        opt = optim.build(groups)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factors)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -273,9 +269,11 @@ class FGEModule(ClassifierModule):
         if folder is None or not self.trainer.is_global_zero:
             return
         hp = self.hparams
-        config = {k: hp[k] for k in ("arch", "schedule", "alpha1", "alpha2", "cycle_epochs", "lr", "lr_schedule",
-                                     "momentum", "weight_decay", "single_baseline", "single_lr",
-                                     "pretrain_horizon")}
+        optim = hp.optim
+        config = {k: hp[k] for k in ("arch", "schedule", "alpha1", "alpha2", "cycle_epochs", "single_baseline",
+                                     "single_lr", "pretrain_horizon")}
+        config.update(lr=optim["lr"], lr_schedule=optim["schedule"], momentum=optim["momentum"],
+                      weight_decay=optim["weight_decay"])
         config.update(pretrain_epochs=self.pretrain, max_epochs=self.trainer.max_epochs,
                       seed=torch.initial_seed())
         record = {"config": config, "members": self.history, "single": self.single_metrics}

@@ -9,7 +9,8 @@ import lightning as L
 import torch
 
 from lit_papers.core import save_figure
-from lit_papers.core.optim import OPTIMIZERS, SCHEDULES, configure_from_hparams
+from lit_papers.core.optim import Optim, configure_from_hparams
+from lit_papers.core.settings import keep_groups
 
 from .cnf import CNF, NOISES, TRACES, TimeConcatMLP
 from .cnf_figures import density_figure
@@ -38,7 +39,7 @@ class CNFModule(ODEStepLogging, L.LightningModule):
             (exact by default, so reported log-likelihoods are exact up to solver tolerance).
         hutchinson_noise: ``gaussian`` or ``rademacher`` (drawn once per solve).
         method, rtol, atol, eval_rtol, eval_atol, step_size, adjoint, max_num_steps: the ODE solve.
-        optimizer, lr, weight_decay, lr_schedule: as in ``ClassifierModule``.
+        optim: the optimizer and its schedule (``Optim``), as in ``ClassifierModule``.
         grid_size, n_samples: resolution of the density figure and number of drawn samples.
 
     Logged: ``train/nll``, ``val/nll``, ``test/nll`` (negative log-likelihood in nats per point),
@@ -54,16 +55,16 @@ class CNFModule(ODEStepLogging, L.LightningModule):
                  method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
                  eval_rtol: Optional[float] = None, eval_atol: Optional[float] = None,
                  step_size: Optional[float] = None, adjoint: bool = True, max_num_steps: int = 1000,
-                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
-                 lr_schedule: str = "constant", grid_size: int = 100, n_samples: int = 2000):
+                 optim: Optim = Optim(lr=1e-3), grid_size: int = 100, n_samples: int = 2000):
         super().__init__()
         self.save_hyperparameters()
+        keep_groups(self, optim=Optim)
         checks = ((FIELDS, field, "vector field"), (TRACES, trace, "trace estimator"),
                   (TRACES, eval_trace, "trace estimator"), (NOISES, hutchinson_noise, "Hutchinson noise"))
         for table, name, what in checks:
             if name not in table:
                 raise ValueError(f"unknown {what} {name!r}; valid: {sorted(table)}")
-        get_solver(method), OPTIMIZERS.get(optimizer), SCHEDULES.get(lr_schedule)  # fail fast on names
+        get_solver(method)  # fail fast on the name
         self.flow: Optional[CNF] = None
         if dim is not None:
             self.flow = self.build_flow()

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from lit_papers.core import save_figure
-from lit_papers.core.optim import OPTIMIZERS, SCHEDULES, configure_from_hparams
+from lit_papers.core.optim import Optim, configure_from_hparams
+from lit_papers.core.settings import keep_groups
 from lit_papers.registry import Registry
 
 from .base_samples import rows_of_step
@@ -74,7 +75,7 @@ class DensityMatchingModule(ODEStepLogging, L.LightningModule):
             samples (a fixed seed), so epochs compare. How many samples: the datamodule's batch sizes.
         hyper_hidden, T, method, rtol, atol, eval_rtol, eval_atol, step_size, adjoint, max_num_steps:
             the CNF's hypernetwork width, flow time and ODE solve (as in ``CNFModule``; unused by the NF).
-        optimizer, lr, weight_decay, lr_schedule: as in ``ClassifierModule``.
+        optim: the optimizer and its schedule (``Optim``), as in ``ClassifierModule``.
         grid_size, n_samples: resolution of the density figure and number of drawn samples.
 
     Logged: ``train/kl`` (nats, the batch estimate), ``val/kl`` and ``val/kl_se`` (its standard error),
@@ -89,13 +90,13 @@ class DensityMatchingModule(ODEStepLogging, L.LightningModule):
                  hyper_hidden: int = 32, T: float = 1.0, method: str = "dopri5", rtol: float = 1e-3,
                  atol: float = 1e-3, eval_rtol: Optional[float] = 1e-5, eval_atol: Optional[float] = 1e-5,
                  step_size: Optional[float] = None, adjoint: bool = False, max_num_steps: int = 1000,
-                 optimizer: str = "adam", lr: float = 1e-2, weight_decay: float = 0.0,
-                 lr_schedule: str = "constant", grid_size: int = 100, n_samples: int = 2000):
+                 optim: Optim = Optim(lr=1e-2), grid_size: int = 100, n_samples: int = 2000):
         super().__init__()
         self.save_hyperparameters()
+        keep_groups(self, optim=Optim)
         if width < 1:
             raise ValueError(f"width (K layers or M units) must be >= 1, got {width}")
-        get_solver(method), OPTIMIZERS.get(optimizer), SCHEDULES.get(lr_schedule)  # fail fast on names
+        get_solver(method)  # fail fast on the name
         self.target = get_target(target)
         self.log_z = log_normalizer(target)
         self.flow = FLOWS.get(flow)(self.hparams)

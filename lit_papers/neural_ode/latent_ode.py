@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from lit_papers.core import save_figure
-from lit_papers.core.optim import build_optimizer
+from lit_papers.core.optim import Optim, configure_from_hparams
+from lit_papers.core.settings import keep_groups
 
 from .latent_encoder import BackwardGRUEncoder, LatentTrajectoryModel
 from .odeblock import ODEBlock
@@ -70,7 +71,7 @@ class LatentODEModule(ODEStepLogging, L.LightningModule):
             (``hidden`` is then the GRU width; 13 matches the latent ODE's parameter count).
         noise_std: observation noise of the Gaussian likelihood.
         method, rtol, atol, step_size, adjoint: the latent ODE solve.
-        optimizer, lr: as in ``ClassifierModule``.
+        optim: the optimizer and its schedule (``Optim``), as in ``ClassifierModule``.
 
     Logged: ``train/elbo`` (per trajectory), ``val/rmse``, ``test/rmse`` (all grid times, against
     the noiseless spiral), ``test/rmse_observed``, ``node/step_time_ms``, and with
@@ -82,9 +83,10 @@ class LatentODEModule(ODEStepLogging, L.LightningModule):
 
     def __init__(self, latent: int = 4, rnn_hidden: int = 25, hidden: int = 20, noise_std: float = 0.1,
                  method: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-4, step_size: float | None = None,
-                 adjoint: bool = False, optimizer: str = "adam", lr: float = 1e-2, decoder: str = "ode"):
+                 adjoint: bool = False, optim: Optim = Optim(lr=1e-2), decoder: str = "ode"):
         super().__init__()
         self.save_hyperparameters()
+        keep_groups(self, optim=Optim)
         if decoder == "ode":
             self.model = LatentODE(2, latent, rnn_hidden, hidden, method=method, rtol=rtol, atol=atol,
                                    step_size=step_size, adjoint=adjoint)
@@ -122,7 +124,7 @@ class LatentODEModule(ODEStepLogging, L.LightningModule):
         self._eval(batch, "test")
 
     def configure_optimizers(self):
-        return build_optimizer(self.hparams.optimizer, self.parameters(), lr=self.hparams.lr)
+        return configure_from_hparams(self)
 
     @torch.no_grad()
     def on_fit_end(self) -> None:

@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from lit_papers.core import ClassifierModule, save_figure
+from lit_papers.core.optim import Optim
 
 from .classifiers import VARIANTS, build_classifier, count_parameters
 from .figures import nfe_tolerance_figure, nfe_training_figure
@@ -30,7 +31,7 @@ class NeuralODEModule(ODEStepLogging, ClassifierModule):
         nfe_tolerances: after fit, the validation set is solved with ``sweep_method`` at each of
             these tolerances to plot NFE and error against tolerance (empty: no sweep), on at most
             ``sweep_samples`` validation images.
-        The remaining arguments are ``ClassifierModule``'s (optimizer and schedule).
+        optim: the optimizer and its schedule (``Optim``), as in ``ClassifierModule``.
 
     Logged: ``node/nfe_forward``, ``node/nfe_backward`` (0 unless adjoint), ``node/step_time_ms``,
     ``node/params``, and ``node/peak_mem_mb`` on CUDA.
@@ -43,16 +44,12 @@ class NeuralODEModule(ODEStepLogging, ClassifierModule):
                  nfe_tolerances: Sequence[float] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5),
                  sweep_method: str = "dopri5", sweep_samples: int = 1000,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
-                 optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.9,
-                 weight_decay: float = 0.0, nesterov: bool = False, lr_schedule: str = "constant",
-                 milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1):
+                 optim: Optim = Optim(lr=1e-3)):
         if variant not in VARIANTS:
             raise ValueError(f"unknown Neural ODE variant {variant!r}; valid variants: {sorted(VARIANTS)}")
         get_solver(method), get_solver(sweep_method)  # fail fast on names
         super().__init__(arch=f"node_{variant}", arch_kwargs=None, num_classes=num_classes,
-                         input_shape=input_shape, optimizer=optimizer, lr=lr, momentum=momentum,
-                         weight_decay=weight_decay, nesterov=nesterov, lr_schedule=lr_schedule,
-                         milestones=milestones, gamma=gamma)
+                         input_shape=input_shape, optim=optim)
         self.nfe_history: dict[str, list[float]] = {"step": [], "nfe_forward": [], "nfe_backward": []}
 
     def build_network(self) -> nn.Module:

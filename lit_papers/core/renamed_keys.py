@@ -1,0 +1,292 @@
+"""Model settings that moved into groups (settings.py), and the upgrade of configs that use the old keys.
+
+`model.init_args.lr` is `model.init_args.optim.lr` since the optimizer settings are one group; the
+DEQ's solver settings are `solver`, `backward` and `jacobian`, a curve's are `curve`. On the command
+line an old key is rewritten to its new name with a notice (sweeps launched before the move keep
+running); a config file with old keys is refused with the keys named and the command that rewrites
+it, keeping its comments:
+
+    python -m lit_papers upgrade-config old.yaml            # prints the upgraded file
+    python -m lit_papers upgrade-config old.yaml --in-place
+
+Keys whose old value was a name (`solver: anderson`, `backward: ift`, `curve: bezier`) and whose new
+value is a group are renamed only when given a name, so a config already in the new form is left as is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import yaml
+
+from lit_papers.errors import UsageError
+
+#: old model key -> its place in a group
+RENAMED: dict[str, str] = {
+    # core.optim.Optim
+    "optimizer": "optim.name", "lr": "optim.lr", "momentum": "optim.momentum",
+    "weight_decay": "optim.weight_decay", "nesterov": "optim.nesterov", "lr_schedule": "optim.schedule",
+    "milestones": "optim.milestones", "gamma": "optim.gamma",
+}
+
+#: old keys that name something (a str) where the new key of the same name is a group
+NAME_KEYS = frozenset({"solver", "backward", "curve"})
+
+_PREFIX = re.compile(r"^--model\.(init_args\.)?(?P<key>\w+)(?P<rest>=.*)?$")
+
+
+def renamed(key: str, value=None, value_known: bool = False) -> str | None:
+    """The new dotted name of model key `key` (None when it did not move). For a key in NAME_KEYS
+    only a name (a str value) is an old use."""
+    new = RENAMED.get(key)
+    if new is None or (key in NAME_KEYS and value_known and not isinstance(value, str)):
+        return None
+    return new
+
+
+# -- command line -------------------------------------------------------------------------------
+def rewrite_flags(argv: Sequence[str], notice=print) -> list[str]:
+    """`argv` with every `--model[.init_args].<old key>` renamed; one notice per renamed flag."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        match = _PREFIX.match(arg) if isinstance(arg, str) else None
+        if match is None:
+            continue
+        key, rest = match["key"], match["rest"]
+        value = rest[1:] if rest else (out[i + 1] if i + 1 < len(out) else None)
+        if key in NAME_KEYS and (value is None or value.lstrip().startswith(("{", "--"))):
+            continue  # a group given whole: the new form
+        new = renamed(key)
+        if new is None:
+            continue
+        flag = f"--model.{match[1] or ''}{new}"
+        out[i] = flag + (rest or "")
+        notice(f"note: {arg.split('=', 1)[0]} is now {flag} (model settings are grouped: "
+               f"`python -m lit_papers fit --help` lists them)", file=sys.stderr)
+    return out
+
+
+# -- config files ---------------------------------------------------------------------------------
+def old_keys(config: Mapping) -> list[tuple[str, str]]:
+    """(old dotted key, new dotted key) for every moved key in a parsed config file's `model` block."""
+    model = config.get("model") if isinstance(config, Mapping) else None
+    if not isinstance(model, Mapping):
+        return []
+    args, prefix = model, "model."
+    if isinstance(model.get("init_args"), Mapping):
+        args, prefix = model["init_args"], "model.init_args."
+    found = []
+    for key, value in args.items():
+        new = renamed(str(key), value, value_known=True)
+        if new is not None:
+            found.append((prefix + str(key), prefix + new))
+    return found
+
+
+def upgrade_mapping(config: Mapping) -> dict:
+    """A parsed config with the moved keys of its `model` block put into their groups (a copy)."""
+    config = dict(config)
+    model = config.get("model")
+    if not isinstance(model, Mapping):
+        return config
+    model = dict(model)
+    config["model"] = model
+    holder = model
+    if isinstance(model.get("init_args"), Mapping):
+        holder = model["init_args"] = dict(model["init_args"])
+    for key in list(holder):
+        new = renamed(str(key), holder[key], value_known=True)
+        if new is None:
+            continue
+        group, field = new.split(".", 1)
+        value = holder.pop(key)
+        if not isinstance(holder.get(group), Mapping):
+            holder[group] = {}
+        holder[group] = {**holder[group], field: value}
+    return config
+
+
+def config_files(argv: Sequence[str]) -> list[Path]:
+    """The existing files `argv` gives as `--config FILE`, `-c FILE` or `--config=FILE`."""
+    files = []
+    for i, arg in enumerate(argv):
+        value = None
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif isinstance(arg, str) and arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        if value is not None and Path(value).is_file():
+            files.append(Path(value))
+    return files
+
+
+def check_files(paths: Iterable[Path]) -> None:
+    """Refuse config files that use moved keys, naming each key and the command that upgrades the file."""
+    problems = []
+    for path in paths:
+        try:
+            content = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            continue  # not ours to report: jsonargparse names a missing file or a syntax error
+        moved = old_keys(content) if isinstance(content, Mapping) else []
+        if moved:
+            pairs = ", ".join(f"{old} -> {new}" for old, new in moved)
+            problems.append(f"{path}: {pairs}")
+    if problems:
+        files = " ".join(p.split(":", 1)[0] for p in problems)
+        raise UsageError("config settings moved into groups: " + "; ".join(problems)
+                         + f". Upgrade the file (comments are kept): python -m lit_papers upgrade-config "
+                           f"{files} --in-place")
+
+
+_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_]\w*):(?P<rest>.*)$")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _blank(line: str) -> bool:
+    return not line.strip() or line.lstrip().startswith("#")
+
+
+def upgrade_text(text: str) -> str:
+    """`text` (a config file) with the moved keys of its `model` block rewritten into their groups,
+    in the place of the first of them; comments, order and the other keys stay as they were."""
+    lines = text.splitlines(keepends=True)
+    start, end = _block(lines, 0, len(lines), "model", 0)
+    if start is None:
+        return text
+    child = _child_indent(lines, start + 1, end)
+    if child is None:
+        return text
+    inner_start, inner_end = _block(lines, start + 1, end, "init_args", child)
+    if inner_start is not None:
+        indent = _child_indent(lines, inner_start + 1, inner_end)
+        if indent is None:
+            return text
+        lo, hi = inner_start + 1, inner_end
+    else:
+        indent, lo, hi = child, start + 1, end
+    items = _items(lines, lo, hi, indent)
+    moves: dict[str, list[tuple[int, int, str]]] = {}  # group -> (first line, end line, field)
+    for first, key_line, last, key, value in items:
+        new = renamed(key, value, value_known=value is not _BLOCK)
+        if new is not None:
+            group, field = new.split(".", 1)
+            moves.setdefault(group, []).append((first, key_line, last, field))
+    if not moves:
+        return text
+    pad = " " * indent
+    taken: set[int] = set()
+    inserts: dict[int, list[str]] = {}
+    for group, members in moves.items():
+        existing = [it for it in items if it[3] == group and all(it[1] != m[1] for m in members)]
+        if existing and existing[0][4] is not _BLOCK:
+            raise UsageError(f"model.{group} is written inline and its old keys "
+                             f"({', '.join(m[3] for m in members)}) apart: merge them by hand")
+        block = [] if existing else [f"{pad}{group}:\n"]
+        for first, key_line, last, field in members:
+            for n in range(first, last):
+                taken.add(n)
+                line = lines[n]
+                if n == key_line:
+                    m = _KEY_LINE.match(line.rstrip("\n"))
+                    line = f"{m['indent']}{field}:{m['rest']}" + ("\n" if line.endswith("\n") else "")
+                block.append("  " + line if line.strip() else line)
+        at = existing[0][2] if existing else members[0][0]
+        inserts.setdefault(at, []).extend(block)
+    out = []
+    for n, line in enumerate(lines):
+        out.extend(inserts.get(n, []))
+        if n not in taken:
+            out.append(line)
+    out.extend(inserts.get(len(lines), []))
+    return "".join(out)
+
+
+_BLOCK = object()  # a key whose value follows on the next lines
+
+
+def _block(lines, lo, hi, key, indent):
+    """(line of `key:` at `indent` within [lo, hi), end of its block) or (None, None)."""
+    for n in range(lo, hi):
+        m = _KEY_LINE.match(lines[n].rstrip("\n"))
+        if m and len(m["indent"]) == indent and m["key"] == key:
+            end = n + 1
+            while end < hi and (_blank(lines[end]) or _indent(lines[end]) > indent):
+                end += 1
+            while end > n + 1 and not lines[end - 1].strip():
+                end -= 1
+            return n, end
+    return None, None
+
+
+def _child_indent(lines, lo, hi):
+    for n in range(lo, hi):
+        if not _blank(lines[n]):
+            return _indent(lines[n])
+    return None
+
+
+def _items(lines, lo, hi, indent):
+    """(first line incl. its leading comments, key line, end, key, value) of each key at `indent`."""
+    items, comments_from = [], None
+    n = lo
+    while n < hi:
+        line = lines[n]
+        if _blank(line):
+            if line.strip() and _indent(line) == indent and comments_from is None:
+                comments_from = n
+            elif not line.strip():
+                comments_from = None
+            n += 1
+            continue
+        m = _KEY_LINE.match(line.rstrip("\n"))
+        if m is None or _indent(line) != indent:
+            comments_from = None
+            n += 1
+            continue
+        end = n + 1
+        while end < hi and (not lines[end].strip() or _indent(lines[end]) > indent
+                            or lines[end].lstrip().startswith("- ") and _indent(lines[end]) == indent):
+            end += 1
+        while end > n + 1 and not lines[end - 1].strip():
+            end -= 1
+        rest = m["rest"].split(" #", 1)[0].strip()
+        try:
+            value = _BLOCK if not rest else yaml.safe_load(rest)
+        except yaml.YAMLError:
+            value = rest
+        items.append((n if comments_from is None else comments_from, n, end, m["key"], value))
+        comments_from = None
+        n = end
+    return items
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m lit_papers upgrade-config FILE... [--in-place]`."""
+    parser = argparse.ArgumentParser(prog="python -m lit_papers upgrade-config",
+                                     description="Rewrite config files whose model settings use the keys "
+                                                 "from before the settings groups (model.lr -> model.optim.lr).")
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--in-place", action="store_true", help="rewrite the files instead of printing them")
+    args = parser.parse_args(argv)
+    for path in args.files:
+        if not path.is_file():
+            parser.exit(2, f"error: {path} is not a file\n")
+        text = path.read_text()
+        try:
+            new = upgrade_text(text)
+        except UsageError as err:
+            parser.exit(2, f"error: {path}: {err}\n")
+        if args.in_place:
+            if new != text:
+                path.write_text(new)
+                print(f"upgraded {path}", file=sys.stderr)
+        else:
+            sys.stdout.write(new)

@@ -1,0 +1,155 @@
+"""Settings groups (lit_papers/core/settings.py) and the keys they replaced (core/renamed_keys.py): an
+old key on the command line still works, renamed with a notice; a config file with old keys is refused
+naming each new key, and `upgrade-config` rewrites it (comments kept) into a file that means the same."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+
+import pytest
+import yaml
+from conftest import REPO
+
+import lit_papers.modules  # noqa: F401  (every module)
+from lit_papers.cli import main
+from lit_papers.core import Optim, renamed_keys
+from lit_papers.core.settings import Group
+from lightning.pytorch import LightningModule
+
+OLD = """\
+# an old config
+model:
+  class_path: lit_papers.core.ClassifierModule
+  init_args:
+    arch: mlp
+    # the optimizer
+    optimizer: sgd   # plain SGD
+    lr: 0.05
+    arch_kwargs:
+      hidden: [32]
+    milestones:
+    - 0.3
+    - 0.6
+    lr_schedule: step
+    gamma: 0.5
+data:
+  class_path: lit_papers.data.VisionDataModule
+  init_args:
+    dataset: digits
+"""
+
+
+def _modules() -> list[type]:
+    out, todo = [], [LightningModule]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            if sub.__module__.startswith("lit_papers."):
+                out.append(sub)
+            todo.append(sub)
+    return out
+
+
+def test_upgrade_text_groups_the_old_keys_and_keeps_comments():
+    new = renamed_keys.upgrade_text(OLD)
+    assert yaml.safe_load(new) == renamed_keys.upgrade_mapping(yaml.safe_load(OLD))
+    init = yaml.safe_load(new)["model"]["init_args"]
+    assert init["optim"] == {"name": "sgd", "lr": 0.05, "milestones": [0.3, 0.6], "schedule": "step", "gamma": 0.5}
+    assert init["arch_kwargs"] == {"hidden": [32]} and init["arch"] == "mlp"
+    assert "# an old config" in new and "# the optimizer" in new and "name: sgd   # plain SGD" in new
+    assert renamed_keys.upgrade_text(new) == new  # nothing left to move
+    assert renamed_keys.old_keys(yaml.safe_load(new)) == []
+
+
+def test_a_name_where_a_group_now_is_moves_and_a_group_stays():
+    old = {"model": {"init_args": {"solver": "broyden", "backward": {"mode": "ift"}}}}
+    assert [k for k, _ in renamed_keys.old_keys(old)] == (["model.init_args.solver"]
+                                                          if "solver" in renamed_keys.RENAMED else [])
+
+
+@pytest.mark.parametrize("config", sorted(p.relative_to(REPO) for p in (REPO / "configs").rglob("*.yaml")),
+                         ids=str)
+def test_committed_configs_use_the_groups(config):
+    text = (REPO / config).read_text()
+    assert renamed_keys.old_keys(yaml.safe_load(text) or {}) == [], f"run upgrade-config on {config}"
+
+
+def test_no_module_has_a_setting_named_like_an_old_key():
+    """So renaming an old key can never take a module's own setting away."""
+    for cls in _modules():
+        params = inspect.signature(cls.__init__).parameters
+        for name in params.keys() & renamed_keys.RENAMED.keys():
+            annotation = params[name].annotation
+            is_group = isinstance(annotation, type) and issubclass(annotation, Group) or \
+                (isinstance(annotation, str) and annotation[:1].isupper())
+            assert name in renamed_keys.NAME_KEYS and is_group, f"{cls.__name__}.{name}"
+
+
+def test_every_module_takes_an_optim_group():
+    names = {cls.__name__ for cls in _modules() if "optim" in inspect.signature(cls.__init__).parameters}
+    assert {"ClassifierModule", "CurveModule", "FGEModule", "LotteryTicketModule", "LotteryPopulationModule",
+            "RandomLabelModule", "DEQModule", "DEQSequenceModule", "NeuralODEModule", "CNFModule",
+            "DensityMatchingModule", "LatentODEModule"} <= names
+
+
+def _print_config(args, capsys) -> dict:
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", *args, "--print_config"])
+    assert exit_.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_an_old_flag_is_renamed_with_a_notice(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    config = _print_config(["--config", "configs/classifier.yaml", "--model.lr=0.01",
+                            "--model.init_args.lr_schedule", "cosine"], capsys)
+    optim = config["model"]["init_args"]["optim"]
+    assert optim["lr"] == 0.01 and optim["schedule"] == "cosine" and optim["name"] == "adam"
+
+
+def test_an_old_flag_notice_names_the_new_flag(capsys):
+    argv = renamed_keys.rewrite_flags(["--model.init_args.lr=0.3", "--model.arch", "mlp"])
+    assert argv == ["--model.init_args.optim.lr=0.3", "--model.arch", "mlp"]
+    assert "--model.init_args.optim.lr" in capsys.readouterr().err
+
+
+def test_an_old_config_file_is_refused_then_upgraded(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    path = tmp_path / "old.yaml"
+    path.write_text(OLD)
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(path), "--print_config"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "model.init_args.lr -> model.init_args.optim.lr" in err and "upgrade-config" in err
+    main(["upgrade-config", str(path), "--in-place"])
+    assert "# the optimizer" in path.read_text()
+    optim = _print_config(["--config", str(path)], capsys)["model"]["init_args"]["optim"]
+    assert Optim.of(optim) == Optim(name="sgd", lr=0.05, milestones=[0.3, 0.6], schedule="step", gamma=0.5)
+
+
+def test_upgrade_config_prints_without_in_place(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text(OLD)
+    out = subprocess.run(["python", "-m", "lit_papers", "upgrade-config", str(path)], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    assert out == renamed_keys.upgrade_text(OLD) and path.read_text() == OLD
+
+
+def test_groups_are_plain_dicts_in_hparams_and_load_back():
+    from lit_papers.core import ClassifierModule
+
+    module = ClassifierModule(arch="mlp", num_classes=3, input_shape=(1, 4, 4), optim=Optim(name="sgd", lr=0.2))
+    assert module.hparams.optim == Optim(name="sgd", lr=0.2).as_dict()
+    again = ClassifierModule(**module.hparams)  # what load_from_checkpoint does
+    assert Optim.of(again.hparams.optim) == Optim(name="sgd", lr=0.2)
+
+
+def test_a_bad_group_value_names_the_setting():
+    with pytest.raises(ValueError, match="optim.lr must be positive"):
+        Optim(lr=0)
+    with pytest.raises(ValueError, match="valid optimizer names"):
+        Optim(name="lion")
+    with pytest.raises(ValueError, match="has no setting lrate"):
+        Optim.of({"lrate": 0.1})
