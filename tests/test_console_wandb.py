@@ -45,7 +45,7 @@ def test_learning_rate_is_logged_every_logging_step(offline_run):
     folder, _ = offline_run
     with (folder / "metrics.csv").open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("lr-Adam")]
-    lr = yaml.safe_load((folder / "config.yaml").read_text())["model"]["init_args"]["lr"]
+    lr = yaml.safe_load((folder / "config.yaml").read_text())["model"]["init_args"]["optim"]["lr"]
     assert len(rows) == 4 and all(float(r["lr-Adam"]) == pytest.approx(lr) for r in rows)
 
 
