@@ -69,7 +69,7 @@ def test_unknown_dataset(root, capsys):
 
 @pytest.mark.parametrize(("name", "key", "valid"), [
     ("deq", "model.init_args.solver", "anderson"),
-    ("mode_connectivity", "model.init_args.curve", "bezier"),
+    ("mode_connectivity", "model.init_args.curve.kind", "bezier"),
     ("lottery", "model.init_args.strategy", "layerwise"),
     ("random_labels", "data.init_args.corruption", "random_labels"),
     ("fge", "model.init_args.schedule", "fge"),

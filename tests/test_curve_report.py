@@ -11,8 +11,9 @@ from lit_papers.mode_connectivity import curve_report
 KEYS = ("train_loss", "train_nll", "train_err", "test_nll", "test_err", "dl")
 
 
-def write_run(folder, curve_loss, segment_loss, test_err=(5.0, 6.0, 5.0), curve="bezier"):
-    """A run folder with 3 values of t: train loss (and NLL) along curve and segment, one test-error path."""
+def write_run(folder, curve_loss, segment_loss, test_err=(5.0, 6.0, 5.0), curve="bezier", flat=False):
+    """A run folder with 3 values of t: train loss (and NLL) along curve and segment, one test-error path;
+    `flat`: its config.yaml has the keys from before the curve group (`curve: bezier`)."""
     folder.mkdir(parents=True)
     paths = {"curve": curve_loss, "segment": segment_loss}
     with (folder / "curve_eval.csv").open("w", newline="") as f:
@@ -23,18 +24,21 @@ def write_run(folder, curve_loss, segment_loss, test_err=(5.0, 6.0, 5.0), curve=
             for values in paths.values():
                 row += [values[i], values[i], 0.0, 0.1, test_err[i], 0.0 if i == 0 else 2.0]
             w.writerow(row)
-    (folder / "config.yaml").write_text(f"model:\n  init_args:\n    curve: {curve}\n    endpoint_seeds: [1, 2]\n")
+    settings = (f"    curve: {curve}\n    endpoint_seeds: [1, 2]\n" if flat else
+                f"    curve:\n      kind: {curve}\n      endpoint_seeds: [1, 2]\n")
+    (folder / "config.yaml").write_text("model:\n  init_args:\n" + settings)
     return folder
 
 
 def test_barrier_is_max_minus_mean_of_endpoints_and_cells_are_mean_sd_over_pairs(tmp_path, capsys):
     a = write_run(tmp_path / "a", [0.1, 0.2, 0.3], [0.1, 2.2, 0.3])  # barriers: 0.1 curve, 2.0 segment
     b = write_run(tmp_path / "b", [0.2, 0.5, 0.4], [0.2, 1.3, 0.4])  # 0.2, 1.0
-    p = write_run(tmp_path / "p", [0.1, 0.15, 0.3], [0.1, 2.2, 0.3], curve="polychain")
+    p = write_run(tmp_path / "p", [0.1, 0.15, 0.3], [0.1, 2.2, 0.3], curve="polychain", flat=True)
     q = write_run(tmp_path / "q", [0.2, 0.3, 0.4], [0.2, 1.3, 0.4], curve="polychain")
     groups = {"Bezier": [curve_report.read_run(a), curve_report.read_run(b)],
               "PolyChain": [curve_report.read_run(p), curve_report.read_run(q)]}
     assert groups["PolyChain"][0]["curve_name"] == "polychain" and groups["Bezier"][0]["endpoint_seeds"] == [1, 2]
+    assert groups["PolyChain"][1]["curve_name"] == "polychain" and groups["PolyChain"][0]["endpoint_seeds"] == [1, 2]
     table = curve_report.rows(groups)
     # the PolyChain runs have the Bezier runs' segments (the same endpoint pairs): one segment row
     assert [r["path"] for r in table] == ["straight segment", "Bezier curve (trained)", "PolyChain curve (trained)",

@@ -8,6 +8,7 @@ from lightning.pytorch import Callback
 from lit_papers.data import VisionDataModule
 from lit_papers.mode_connectivity import CurveModule
 from lit_papers.mode_connectivity.batchnorm import recompute_bn
+from lit_papers.mode_connectivity.settings import Curve
 from lit_papers.models import build_model
 
 ARCH = {"hidden": [24], "batch_norm": True}
@@ -45,7 +46,7 @@ def _same(a, b):
 
 
 def test_phases_train_each_endpoint_then_only_the_bends():
-    model = CurveModule(arch="mlp", arch_kwargs=ARCH, endpoint_epochs=1, eval_points=3, plane_points=0)
+    model = CurveModule(arch="mlp", arch_kwargs=ARCH, curve=Curve(endpoint_epochs=1), eval_points=3, plane_points=0)
     trainer, snaps, _ = _fit(model, epochs=3)
     p = snaps.points
     assert not _same(p[0][0], p[-1][0]) and _same(p[0][2], p[-1][2])  # epoch 0: endpoint 0 only
@@ -67,7 +68,7 @@ def test_checkpoint_endpoints_stay_exact_and_reproduce_endpoint_logits(tmp_path)
         torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
         paths.append(str(path))
         nets.append(net)
-    model = CurveModule(arch="mlp", arch_kwargs=ARCH, endpoints=paths, eval_points=3, plane_points=2)
+    model = CurveModule(arch="mlp", arch_kwargs=ARCH, curve=Curve(endpoints=paths), eval_points=3, plane_points=2)
     _, snaps, dm = _fit(model, epochs=1)
     for k, net in zip((0, 2), nets):
         assert _same(snaps.points[0][k], dict(net.named_parameters()))
@@ -83,12 +84,12 @@ def test_checkpoint_endpoints_stay_exact_and_reproduce_endpoint_logits(tmp_path)
 
 def test_bad_configuration_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="bezier"):
-        CurveModule(curve="spline")
-    with pytest.raises(ValueError, match="exactly two"):
-        CurveModule(endpoints=["a.ckpt"])
+        CurveModule(curve=Curve(kind="spline"))
+    with pytest.raises(ValueError, match="curve.endpoints must list exactly two"):
+        CurveModule(curve={"endpoints": ["a.ckpt"]})
     with pytest.raises(ValueError, match="does not exist"):
         CurveModule(arch="mlp", num_classes=10, input_shape=(1, 8, 8),
-                    endpoints=[str(tmp_path / "a.ckpt"), str(tmp_path / "b.ckpt")])
+                    curve=Curve(endpoints=[str(tmp_path / "a.ckpt"), str(tmp_path / "b.ckpt")]))
 
 
 def test_trained_curve_removes_the_segment_barrier():
@@ -97,7 +98,8 @@ def test_trained_curve_removes_the_segment_barrier():
     has a far lower one (measured: segment 0.149, curve 0.018)."""
     L.seed_everything(0, verbose=False)
     dm = VisionDataModule(dataset="digits", batch_size=32, val_size=100, eval_batch_size=500)
-    model = CurveModule(arch="mlp", arch_kwargs={"hidden": [64], "batch_norm": True}, endpoint_epochs=4,
+    model = CurveModule(arch="mlp", arch_kwargs={"hidden": [64], "batch_norm": True},
+                        curve=Curve(endpoint_epochs=4),
                         eval_points=9, plane_points=0)
     trainer = L.Trainer(max_epochs=16, limit_val_batches=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")

@@ -31,6 +31,10 @@ RENAMED: dict[str, str] = {
     "optimizer": "optim.name", "lr": "optim.lr", "momentum": "optim.momentum",
     "weight_decay": "optim.weight_decay", "nesterov": "optim.nesterov", "lr_schedule": "optim.schedule",
     "milestones": "optim.milestones", "gamma": "optim.gamma",
+    # lit_papers.mode_connectivity.settings.Curve
+    "curve": "curve.kind", "num_bends": "curve.num_bends", "endpoints": "curve.endpoints",
+    "endpoint_epochs": "curve.endpoint_epochs", "endpoint_seeds": "curve.endpoint_seeds",
+    "endpoint_lr": "curve.endpoint_lr",
 }
 
 #: old keys that name something (a str) where the new key of the same name is a group

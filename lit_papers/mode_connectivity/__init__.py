@@ -1,7 +1,8 @@
 """Paper package: loss-surface mode connectivity and Fast Geometric Ensembling (Garipov et al. 2018).
 
 Curves between two trained nets (registry in curves.py), BN statistics on the curve, curve
-evaluation and planes, `CurveModule`; cyclic schedules and `FGEModule`; figures.
+evaluation and planes, `CurveModule` and its `curve` settings (settings.py); cyclic schedules and
+`FGEModule`; figures.
 It imports core/, data/, models/ and the leaves (`registry.py`, `errors.py`), never another
 paper package; the CLI finds its modules through `lit_papers/modules.py`.
 """

@@ -1,14 +1,14 @@
 """`CurveModule`: find a low-loss curve between two trained networks (Garipov et al. 2018, Sec. 3).
 
-One `fit` tells the whole story. Without `endpoints`, the first `endpoint_epochs` epochs train
-endpoint w_0 from seed `endpoint_seeds[0]`, the next `endpoint_epochs` train w_1 from
-`endpoint_seeds[1]`, and the remaining epochs train the curve's bends; with
-`endpoints: [a.ckpt, b.ckpt]` (two runs of `ClassifierModule`, or plain state dicts) every epoch
-trains the curve. Curve training minimises E_{t~U(0,1)} [L(phi(t)) + wd/2 ||phi(t)||^2] with one t
-per minibatch; the endpoints get no gradient. At the end of fit the curve and the straight segment
-are evaluated on a t grid with exact BatchNorm statistics at every t, and the loss surface is
-evaluated on the plane through (w_0, bend, w_1). Figures: `mode_connectivity_curve`,
-`mode_connectivity_plane`; per-t values: `curve_eval.csv` in the run folder.
+One `fit` tells the whole story (settings: the `curve` group, settings.Curve). Without
+`curve.endpoints`, the first `curve.endpoint_epochs` epochs train endpoint w_0 from seed
+`curve.endpoint_seeds[0]`, the next `curve.endpoint_epochs` train w_1 from `curve.endpoint_seeds[1]`,
+and the remaining epochs train the curve's bends; with `curve.endpoints: [a.ckpt, b.ckpt]` (two runs
+of `ClassifierModule`, or plain state dicts) every epoch trains the curve. Curve training minimises
+E_{t~U(0,1)} [L(phi(t)) + wd/2 ||phi(t)||^2] with one t per minibatch; the endpoints get no gradient.
+At the end of fit the curve and the straight segment are evaluated on a t grid with exact BatchNorm
+statistics at every t, and the loss surface is evaluated on the plane through (w_0, bend, w_1).
+Figures: `mode_connectivity_curve`, `mode_connectivity_plane`; per-t values: `curve_eval.csv` in the run folder.
 """
 
 from __future__ import annotations
@@ -24,13 +24,15 @@ from torch.func import functional_call
 
 from lit_papers.core import ClassifierModule, run_dir, save_figure
 from lit_papers.core.optim import Optim
+from lit_papers.core.settings import keep_groups
 from lit_papers.models import build_model
 
 from .batchnorm import has_batchnorm, recompute_bn
-from .curves import CURVES, CurveNet, l2_penalty, linear_weights
+from .curves import CurveNet, l2_penalty, linear_weights
 from .evaluation import evaluate_path, path_metrics
 from .figures import curve_figure, plane_figure
 from .plane import evaluate_plane, flat_points, plane_basis, plane_grid
+from .settings import Curve
 
 
 def load_endpoint(path: str) -> dict[str, torch.Tensor]:
@@ -52,11 +54,7 @@ class CurveModule(ClassifierModule):
     `optim.weight_decay` is applied to phi(t) in the loss, `optim.schedule` runs once per phase).
 
     Args:
-        curve: `bezier`, `polychain` or `segment`; num_bends: trainable control points.
-        endpoints: two checkpoints to connect; None trains both inside this fit.
-        endpoint_epochs: epochs per endpoint when `endpoints` is None (the curve gets the rest
-            of `trainer.max_epochs`). endpoint_seeds: their initialisation seeds.
-        endpoint_lr: LR of the endpoint phases (default `lr`).
+        curve: the curve's family and bends and how its two endpoints are obtained (settings.Curve).
         val_t: the point of the curve validated during curve training (BN recomputed first).
         eval_points: size of the t grid of the final evaluation (61 in the paper).
         plane_points: grid side of the loss plane (0 skips it); plane_margin: relative margin.
@@ -70,18 +68,18 @@ class CurveModule(ClassifierModule):
     def __init__(self, arch: str = "mlp", arch_kwargs: Optional[dict] = None,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
                  optim: Optim = Optim(name="sgd", lr=0.05, weight_decay=5e-4, schedule="swa_linear"),
-                 curve: str = "bezier", num_bends: int = 1, endpoints: Optional[list[str]] = None,
-                 endpoint_epochs: int = 10, endpoint_seeds: Sequence[int] = (1, 2),
-                 endpoint_lr: Optional[float] = None, val_t: float = 0.5, eval_points: int = 61,
+                 curve: Curve = Curve(), val_t: float = 0.5, eval_points: int = 61,
                  plane_points: int = 21, plane_margin: float = 0.2):
-        CURVES.get(curve)  # fail fast on the name, listing the valid ones
-        if endpoints is not None and len(endpoints) != 2:
-            raise ValueError(f"endpoints must list exactly two checkpoints, got {len(endpoints)}")
-        if endpoint_epochs < 0 or eval_points < 2 or plane_points < 0:
-            raise ValueError("need endpoint_epochs >= 0, eval_points >= 2 and plane_points >= 0")
-        if len(endpoint_seeds) != 2 or endpoint_seeds[0] == endpoint_seeds[1]:
-            raise ValueError(f"endpoint_seeds must be two different seeds, got {list(endpoint_seeds)}")
+        Curve.of(curve)  # fail fast, naming the field
+        if eval_points < 2 or plane_points < 0:
+            raise ValueError(f"need eval_points >= 2 and plane_points >= 0, got {eval_points}, {plane_points}")
         super().__init__(arch, arch_kwargs, num_classes, input_shape, optim)
+        keep_groups(self, curve=Curve)
+
+    @property
+    def curve(self) -> Curve:
+        """The `curve` group of the hyper-parameters."""
+        return Curve.of(self.hparams.curve)
 
     # -- construction ------------------------------------------------------------------------
     def _base_net(self, seed: Optional[int] = None):
@@ -92,21 +90,21 @@ class CurveModule(ClassifierModule):
             return build_model(hp.arch, tuple(hp.input_shape), hp.num_classes, **(hp.arch_kwargs or {}))
 
     def build_network(self) -> CurveNet:
-        hp = self.hparams
-        net = CurveNet(self._base_net(), curve=hp.curve, num_bends=hp.num_bends)
-        if hp.endpoints is not None:
-            for k, path in zip((0, -1), hp.endpoints):
+        curve = self.curve
+        net = CurveNet(self._base_net(), curve=curve.kind, num_bends=curve.num_bends)
+        if curve.endpoints is not None:
+            for k, path in zip((0, -1), curve.endpoints):
                 net.set_point(k, load_endpoint(path))
             net.init_linear()
         else:
-            for k, seed in zip((0, -1), hp.endpoint_seeds):
+            for k, seed in zip((0, -1), curve.endpoint_seeds):
                 net.set_point(k, dict(self._base_net(seed).named_parameters()))
         return net
 
     # -- phases ------------------------------------------------------------------------------
     @property
     def _endpoint_epochs(self) -> int:
-        return 0 if self.hparams.endpoints is not None else self.hparams.endpoint_epochs
+        return self.curve.trained_endpoint_epochs
 
     def phase(self, epoch: Optional[int] = None) -> str:
         """`endpoint0`, `endpoint1` or `curve` for `epoch` (default: the current one)."""
@@ -118,8 +116,9 @@ class CurveModule(ClassifierModule):
         """The epoch budget holds both endpoints and the curve; called before the run folder exists."""
         if trainer.max_epochs - 2 * self._endpoint_epochs < 1:
             raise ValueError(f"trainer.max_epochs={trainer.max_epochs} leaves no epoch for the curve after "
-                             f"2 x endpoint_epochs={self._endpoint_epochs}: set --trainer.max_epochs="
-                             f"{2 * self._endpoint_epochs + 1} or more, or lower --model.init_args.endpoint_epochs "
+                             f"2 x curve.endpoint_epochs={self._endpoint_epochs}: set --trainer.max_epochs="
+                             f"{2 * self._endpoint_epochs + 1} or more, or lower "
+                             f"--model.init_args.curve.endpoint_epochs "
                              f"(a short check: --trainer.max_steps=N stops the run early)")
 
     def on_fit_start(self) -> None:
@@ -167,14 +166,14 @@ class CurveModule(ClassifierModule):
         return Optim.of(self.hparams.optim).weight_decay
 
     def configure_optimizers(self):
-        hp, optim = self.hparams, Optim.of(self.hparams.optim)
+        optim = Optim.of(self.hparams.optim)
         # Weight decay lives in the loss (on phi(t)), so the optimizer has none.
         opt = optim.build(list(self.net.points.parameters()), weight_decay=0.0)
         per_epoch = max(int(self.trainer.estimated_stepping_batches) // max(self.trainer.max_epochs, 1), 1)
         factor = optim.factor()
         e = self._endpoint_epochs
         curve_steps = max((self.trainer.max_epochs - 2 * e) * per_epoch, 1)
-        endpoint_scale = (hp.endpoint_lr or optim.lr) / optim.lr
+        endpoint_scale = (self.curve.endpoint_lr or optim.lr) / optim.lr
 
         def lr_factor(step: int) -> float:
             # The schedule restarts in each phase: endpoint 0, endpoint 1, curve.
@@ -211,7 +210,7 @@ class CurveModule(ClassifierModule):
         for key, value in metrics.items():
             self.log(key, value)
         self._write_csv(paths)
-        save_figure(self.trainer, curve_figure(paths, hp.curve), "mode_connectivity_curve")
+        save_figure(self.trainer, curve_figure(paths, self.curve.kind), "mode_connectivity_curve")
         if hp.plane_points > 0 and net.num_points > 2:
             self._plane(train, test)
         return metrics
@@ -226,7 +225,7 @@ class CurveModule(ClassifierModule):
         like = {n: w.detach() for n, w in net.point(0).items()}
         grid = evaluate_plane(net.net, like, basis, xs, ys, train, test, self.weight_decay)
         fig = plane_figure(grid, [basis.project(w) for w in curve_pts],
-                           [basis.project(w) for w in (w0, w1, w2)], hp.curve)
+                           [basis.project(w) for w in (w0, w1, w2)], self.curve.kind)
         save_figure(self.trainer, fig, "mode_connectivity_plane")
         self.log("plane/train_loss_min", float(grid["train_loss"].min()))
 

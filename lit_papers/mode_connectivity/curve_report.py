@@ -30,6 +30,7 @@ import numpy as np
 import yaml
 
 from lit_papers.core.figures import write_figure
+from lit_papers.core.renamed_keys import upgrade_mapping
 from lit_papers.core.study import read_groups, seed_cell
 
 from .evaluation import summarize
@@ -67,9 +68,11 @@ def read_run(folder: str | Path) -> dict:
     for p in PATHS:
         run[p] = {k: np.array([float(r[f"{p}/{k}"]) for r in rows]) for k in KEYS}
     config = folder / "config.yaml"
-    init = (yaml.safe_load(config.read_text()) or {}).get("model", {}).get("init_args", {}) if config.is_file() else {}
-    run["curve_name"] = init.get("curve", "curve")
-    run["endpoint_seeds"] = init.get("endpoint_seeds") if init.get("endpoints") is None else init.get("endpoints")
+    saved = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
+    model = upgrade_mapping(saved).get("model") or {}  # runs from before the curve group, too
+    curve = (model.get("init_args", model) or {}).get("curve") or {}
+    run["curve_name"] = curve.get("kind", "curve")
+    run["endpoint_seeds"] = curve.get("endpoint_seeds") if curve.get("endpoints") is None else curve.get("endpoints")
     return run
 
 
