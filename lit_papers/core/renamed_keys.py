@@ -31,6 +31,10 @@ RENAMED: dict[str, str] = {
     "optimizer": "optim.name", "lr": "optim.lr", "momentum": "optim.momentum",
     "weight_decay": "optim.weight_decay", "nesterov": "optim.nesterov", "lr_schedule": "optim.schedule",
     "milestones": "optim.milestones", "gamma": "optim.gamma",
+    # lit_papers.neural_ode.settings
+    "method": "ode.method", "rtol": "ode.rtol", "atol": "ode.atol", "eval_rtol": "ode.eval_rtol",
+    "eval_atol": "ode.eval_atol", "step_size": "ode.step_size", "adjoint": "ode.adjoint",
+    "max_num_steps": "ode.max_num_steps",
 }
 
 #: old keys that name something (a str) where the new key of the same name is a group
