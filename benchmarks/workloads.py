@@ -195,6 +195,7 @@ def odenet(setup: Setup) -> dict:
     plain torchdiffeq training loop: the same solver work, so the ratio is the module's overhead."""
     from lit_papers.neural_ode import NeuralODEModule
     from lit_papers.neural_ode.classifiers import build_classifier
+    from lit_papers.neural_ode.settings import ODESolve
 
     batch = 128 if setup.cuda else 32
     n = batch * (40 if setup.cuda else 10)
@@ -204,7 +205,9 @@ def odenet(setup: Setup) -> dict:
 
     def project():
         torch.manual_seed(0)
-        module = NeuralODEModule(variant="odenet", nfe_tolerances=[], optim=Optim(lr=1e-3), **solver, **shapes)
+        ode = ODESolve(method="rk4", step_size=0.25, rtol=1e-3, atol=1e-3)
+        module = NeuralODEModule(variant="odenet", nfe_tolerances=[], optim=Optim(lr=1e-3), ode=ode,
+                                 channels=solver["channels"], T=solver["T"], **shapes)
         sub = Setup(x=x, y=y, batch=batch, epochs=setup.epochs, members=1, steps_per_call=1,
                     workdir=setup.workdir)
         return lightning_epoch_s(sub, module)

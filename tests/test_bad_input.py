@@ -147,8 +147,8 @@ def test_nan_loss_stops_with_run_failed(root, capsys):
 
 def test_exploding_ode_solve_stops_with_the_options_that_help(root, capsys):
     # rtol 1e-12 with a budget of 3 steps: dopri5 cannot finish the first solve.
-    err = run_bad(["fit", "--config", config("neural_ode"), *SHORT, "--model.init_args.rtol=1e-12",
-                   "--model.init_args.atol=1e-12", "--model.init_args.max_num_steps=3", "--experiment=ode"],
+    err = run_bad(["fit", "--config", config("neural_ode"), *SHORT, "--model.init_args.ode.rtol=1e-12",
+                   "--model.init_args.ode.atol=1e-12", "--model.init_args.ode.max_num_steps=3", "--experiment=ode"],
                   root, capsys, code=1, new_folders=True)
     assert err.startswith("run failed: the ODE solver failed") and "method='rk4'" in err
     assert "Traceback" not in err

@@ -6,13 +6,13 @@ import torch
 
 from lit_papers.core import Optim
 from lit_papers.data.toy2d import DENSITIES, Toy2DDataModule, sample_toy2d
-from lit_papers.neural_ode import CNFModule
+from lit_papers.neural_ode import CNFModule, ODESolve
 
 
 def test_cnf_module_learns_two_moons(tmp_path):
     torch.manual_seed(0)
     dm = Toy2DDataModule("moons", n_train=512, n_val=256, n_test=256, batch_size=128)
-    module = CNFModule(hidden=(32, 32), rtol=1e-3, atol=1e-3, eval_rtol=1e-3, eval_atol=1e-3,
+    module = CNFModule(hidden=(32, 32), ode=ODESolve(rtol=1e-3, atol=1e-3, eval_rtol=1e-3, eval_atol=1e-3),
                        optim=Optim(lr=1e-2), trace="hutchinson", grid_size=10, n_samples=50)
     trainer = L.Trainer(max_epochs=8, logger=False, enable_progress_bar=False, enable_checkpointing=False,
                         enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
@@ -52,9 +52,9 @@ def test_unknown_density_lists_valid_names():
 def test_planar_field_module_matches_exact_trace_and_rejects_bad_names():
     torch.manual_seed(0)
     module = CNFModule(dim=2, field="planar", width=8, hidden=(16,), trace="analytic",
-                       eval_trace="analytic", rtol=1e-6, atol=1e-6).eval()
+                       eval_trace="analytic", ode=ODESolve(rtol=1e-6, atol=1e-6)).eval()
     x = torch.randn(5, 2)
-    exact = CNFModule(dim=2, field="planar", width=8, hidden=(16,), rtol=1e-6, atol=1e-6).eval()
+    exact = CNFModule(dim=2, field="planar", width=8, hidden=(16,), ode=ODESolve(rtol=1e-6, atol=1e-6)).eval()
     exact.load_state_dict(module.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(module(x), exact(x), rtol=1e-4, atol=1e-4)

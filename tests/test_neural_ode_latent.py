@@ -8,6 +8,7 @@ import torch
 
 from lit_papers.core import Optim
 from lit_papers.data.spirals import SpiralsDataModule, make_spirals
+from lit_papers.neural_ode import ODESolve
 from lit_papers.neural_ode.latent_ode import LatentODE, LatentODEModule, elbo
 
 
@@ -71,7 +72,7 @@ def test_latent_ode_module_raises_the_elbo(tmp_path):
     torch.manual_seed(0)
     dm = SpiralsDataModule(n_train=300, n_val=100, n_test=100, n_times=20, n_obs=10, batch_size=50)
     dm.setup()
-    module = LatentODEModule(method="rk4", step_size=0.05, optim=Optim(lr=2e-2))
+    module = LatentODEModule(ode=ODESolve(method="rk4", step_size=0.05, atol=1e-4, adjoint=False), optim=Optim(lr=2e-2))
     trainer = L.Trainer(max_epochs=20, logger=False, enable_progress_bar=False, enable_checkpointing=False,
                         enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
     before, origin = _val_elbo(module, dm), _origin_elbo(dm)

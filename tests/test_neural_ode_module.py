@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_papers.neural_ode import NeuralODEModule
+from lit_papers.neural_ode import NeuralODEModule, ODESolve
 from lit_papers.neural_ode.odeblock import ODESolverError, translate_solver_error
 
 
@@ -36,7 +36,7 @@ def _fit(tmp_path, **kwargs):
 
 @pytest.mark.parametrize("variant, nfe_b", [("odenet", 8), ("rknet", 0)])
 def test_nfe_forward_and_backward_logged_per_step(tmp_path, variant, nfe_b):
-    module, trainer = _fit(tmp_path, variant=variant, method="rk4", step_size=0.5)
+    module, trainer = _fit(tmp_path, variant=variant, ode=ODESolve(method="rk4", step_size=0.5))
     metrics = trainer.logged_metrics
     assert metrics["node/nfe_forward"].item() == 8  # 2 RK4 steps x 4 stages
     assert metrics["node/nfe_backward"].item() == nfe_b  # adjoint re-solves; backprop never calls f
@@ -53,7 +53,7 @@ def test_resnet_and_mlp_log_no_nfe(tmp_path):
 
 
 def test_tolerance_sweep_nfe_falls_as_tolerance_loosens(tmp_path):
-    module, trainer = _fit(tmp_path, variant="odenet", method="dopri5")
+    module, trainer = _fit(tmp_path, variant="odenet", ode=ODESolve(method="dopri5"))
     module.hparams.nfe_tolerances = (1e-1, 1e-3, 1e-6)
     rows = module.tolerance_sweep(trainer.datamodule.val_dataloader())
     nfe = [r["nfe"] for r in rows]
@@ -62,7 +62,7 @@ def test_tolerance_sweep_nfe_falls_as_tolerance_loosens(tmp_path):
 
 
 def test_checkpoint_reload_gives_same_outputs(tmp_path):
-    module, trainer = _fit(tmp_path, variant="odenet", method="rk4", step_size=0.5)
+    module, trainer = _fit(tmp_path, variant="odenet", ode=ODESolve(method="rk4", step_size=0.5))
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
     reloaded = NeuralODEModule.load_from_checkpoint(path)
@@ -74,8 +74,8 @@ def test_checkpoint_reload_gives_same_outputs(tmp_path):
 def test_bad_names_and_untranslated_assertions():
     with pytest.raises(ValueError, match="valid variants"):
         NeuralODEModule(variant="node")
-    with pytest.raises(ValueError, match="valid methods"):
-        NeuralODEModule(method="rk45")
+    with pytest.raises(ValueError, match="ode.method.*valid methods"):
+        NeuralODEModule(ode={"method": "rk45"})
     other = AssertionError("t must be strictly increasing or decreasing")
     assert translate_solver_error(other) is other
     assert isinstance(translate_solver_error(AssertionError("underflow in dt 1e-20")), ODESolverError)

@@ -123,7 +123,7 @@ def test_agent_flags_match_wandb_agent():
     """Our copy of the agent's argument building equals wandb's own function."""
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-    params = {"seed_everything": 3, "model.init_args.optim.lr": 0.0012, "model.init_args.adjoint": False,
+    params = {"seed_everything": 3, "model.init_args.optim.lr": 0.0012, "model.init_args.ode.adjoint": False,
               "model.init_args.curve": "bezier", "data.init_args.flag": True, "x": 1e-05}
     theirs = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
     ours = sweep_file.agent_flags(params)

@@ -27,7 +27,7 @@ from lit_papers.errors import UsageError
 
 #: old model key -> its place in a group
 RENAMED: dict[str, str] = {
-    # core.optim.Optim
+    # lit_papers.core.optim.Optim
     "optimizer": "optim.name", "lr": "optim.lr", "momentum": "optim.momentum",
     "weight_decay": "optim.weight_decay", "nesterov": "optim.nesterov", "lr_schedule": "optim.schedule",
     "milestones": "optim.milestones", "gamma": "optim.gamma",
@@ -35,6 +35,10 @@ RENAMED: dict[str, str] = {
     "curve": "curve.kind", "num_bends": "curve.num_bends", "endpoints": "curve.endpoints",
     "endpoint_epochs": "curve.endpoint_epochs", "endpoint_seeds": "curve.endpoint_seeds",
     "endpoint_lr": "curve.endpoint_lr",
+    # lit_papers.neural_ode.settings.ODESolve
+    "method": "ode.method", "rtol": "ode.rtol", "atol": "ode.atol", "eval_rtol": "ode.eval_rtol",
+    "eval_atol": "ode.eval_atol", "step_size": "ode.step_size", "adjoint": "ode.adjoint",
+    "max_num_steps": "ode.max_num_steps",
 }
 
 #: old keys that name something (a str) where the new key of the same name is a group

@@ -14,8 +14,8 @@ from lit_papers.core.settings import keep_groups
 
 from .cnf import CNF, NOISES, TRACES, TimeConcatMLP
 from .cnf_figures import density_figure
-from .odeblock import get_solver
 from .planar import PlanarField
+from .settings import ODESolve
 from .step_logging import ODEStepLogging
 
 # Methods as data: vector fields by name, each built from (dim, hidden, width).
@@ -38,7 +38,7 @@ class CNFModule(ODEStepLogging, L.LightningModule):
         trace: ``exact``, ``hutchinson`` or ``analytic`` (planar) for training; eval_trace: the same for val/test
             (exact by default, so reported log-likelihoods are exact up to solver tolerance).
         hutchinson_noise: ``gaussian`` or ``rademacher`` (drawn once per solve).
-        method, rtol, atol, eval_rtol, eval_atol, step_size, adjoint, max_num_steps: the ODE solve.
+        ode: the ODE solve (``ODESolve``).
         optim: the optimizer and its schedule (``Optim``), as in ``ClassifierModule``.
         grid_size, n_samples: resolution of the density figure and number of drawn samples.
 
@@ -52,19 +52,16 @@ class CNFModule(ODEStepLogging, L.LightningModule):
     def __init__(self, dim: Optional[int] = None, field: str = "mlp", hidden: Sequence[int] = (64, 64, 64),
                  width: int = 64, T: float = 1.0,
                  trace: str = "exact", eval_trace: str = "exact", hutchinson_noise: str = "rademacher",
-                 method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
-                 eval_rtol: Optional[float] = None, eval_atol: Optional[float] = None,
-                 step_size: Optional[float] = None, adjoint: bool = True, max_num_steps: int = 1000,
+                 ode: ODESolve = ODESolve(rtol=1e-5, atol=1e-5, adjoint=True),
                  optim: Optim = Optim(lr=1e-3), grid_size: int = 100, n_samples: int = 2000):
         super().__init__()
         self.save_hyperparameters()
-        keep_groups(self, optim=Optim)
+        keep_groups(self, optim=Optim, ode=ODESolve)
         checks = ((FIELDS, field, "vector field"), (TRACES, trace, "trace estimator"),
                   (TRACES, eval_trace, "trace estimator"), (NOISES, hutchinson_noise, "Hutchinson noise"))
         for table, name, what in checks:
             if name not in table:
                 raise ValueError(f"unknown {what} {name!r}; valid: {sorted(table)}")
-        get_solver(method)  # fail fast on the name
         self.flow: Optional[CNF] = None
         if dim is not None:
             self.flow = self.build_flow()
@@ -73,9 +70,7 @@ class CNFModule(ODEStepLogging, L.LightningModule):
         hp = self.hparams
         field = FIELDS[hp.field](hp.dim, tuple(hp.hidden), hp.width)
         return CNF(field, T=hp.T, trace=hp.trace, noise=hp.hutchinson_noise, eval_trace=hp.eval_trace,
-                   method=hp.method, rtol=hp.rtol, atol=hp.atol, eval_rtol=hp.eval_rtol,
-                   eval_atol=hp.eval_atol, step_size=hp.step_size, adjoint=hp.adjoint,
-                   max_num_steps=hp.max_num_steps)
+                   **ODESolve.of(hp.ode).kwargs())
 
     def setup(self, stage: str) -> None:
         if self.flow is not None:

@@ -12,7 +12,6 @@ its analytic trace (``planar_cnf``); ``width`` is K or M.
 
 from __future__ import annotations
 
-from typing import Optional
 
 import lightning as L
 import torch
@@ -27,9 +26,9 @@ from .base_samples import rows_of_step
 from .cnf import CNF, standard_normal_logprob
 from .densities import get_target, log_normalizer
 from .density_figures import grid_densities, matching_figure
-from .odeblock import get_solver
 from .planar import PlanarField
 from .planar_flow import PlanarFlow
+from .settings import ODESolve
 from .step_logging import ODEStepLogging
 
 
@@ -59,8 +58,7 @@ class PlanarCNF(nn.Module):
 FLOWS = Registry("flow")
 FLOWS.register("planar_nf")(lambda hp: PlanarFlow(2, hp.width))
 FLOWS.register("planar_cnf")(lambda hp: PlanarCNF(
-    hp.width, hp.hyper_hidden, T=hp.T, method=hp.method, rtol=hp.rtol, atol=hp.atol, eval_rtol=hp.eval_rtol,
-    eval_atol=hp.eval_atol, step_size=hp.step_size, adjoint=hp.adjoint, max_num_steps=hp.max_num_steps))
+    hp.width, hp.hyper_hidden, T=hp.T, **ODESolve.of(hp.ode).kwargs()))
 
 
 class DensityMatchingModule(ODEStepLogging, L.LightningModule):
@@ -73,8 +71,8 @@ class DensityMatchingModule(ODEStepLogging, L.LightningModule):
         seed: the base samples of step s are drawn from a generator seeded by (seed, s), so a resumed
             run draws exactly the samples an uninterrupted one would; validation always draws the same
             samples (a fixed seed), so epochs compare. How many samples: the datamodule's batch sizes.
-        hyper_hidden, T, method, rtol, atol, eval_rtol, eval_atol, step_size, adjoint, max_num_steps:
-            the CNF's hypernetwork width, flow time and ODE solve (as in ``CNFModule``; unused by the NF).
+        hyper_hidden, T, ode: the CNF's hypernetwork width, flow time and ODE solve (``ODESolve``; unused
+            by the NF).
         optim: the optimizer and its schedule (``Optim``), as in ``ClassifierModule``.
         grid_size, n_samples: resolution of the density figure and number of drawn samples.
 
@@ -87,16 +85,14 @@ class DensityMatchingModule(ODEStepLogging, L.LightningModule):
 
     def __init__(self, flow: str = "planar_cnf", width: int = 32, target: str = "u1",
                  seed: int = 0,
-                 hyper_hidden: int = 32, T: float = 1.0, method: str = "dopri5", rtol: float = 1e-3,
-                 atol: float = 1e-3, eval_rtol: Optional[float] = 1e-5, eval_atol: Optional[float] = 1e-5,
-                 step_size: Optional[float] = None, adjoint: bool = False, max_num_steps: int = 1000,
+                 hyper_hidden: int = 32, T: float = 1.0,
+                 ode: ODESolve = ODESolve(eval_rtol=1e-5, eval_atol=1e-5, adjoint=False),
                  optim: Optim = Optim(lr=1e-2), grid_size: int = 100, n_samples: int = 2000):
         super().__init__()
         self.save_hyperparameters()
-        keep_groups(self, optim=Optim)
+        keep_groups(self, optim=Optim, ode=ODESolve)
         if width < 1:
             raise ValueError(f"width (K layers or M units) must be >= 1, got {width}")
-        get_solver(method)  # fail fast on the name
         self.target = get_target(target)
         self.log_z = log_normalizer(target)
         self.flow = FLOWS.get(flow)(self.hparams)

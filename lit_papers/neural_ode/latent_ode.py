@@ -21,6 +21,7 @@ from lit_papers.core.settings import keep_groups
 from .latent_encoder import BackwardGRUEncoder, LatentTrajectoryModel
 from .odeblock import ODEBlock
 from .rnn_baseline import LatentRNN
+from .settings import ODESolve
 from .step_logging import ODEStepLogging
 
 
@@ -70,7 +71,7 @@ class LatentODEModule(ODEStepLogging, L.LightningModule):
             same encoder and ELBO with a GRU stepped over the grid times instead of the ODE solve
             (``hidden`` is then the GRU width; 13 matches the latent ODE's parameter count).
         noise_std: observation noise of the Gaussian likelihood.
-        method, rtol, atol, step_size, adjoint: the latent ODE solve.
+        ode: the latent ODE solve (``ODESolve``).
         optim: the optimizer and its schedule (``Optim``), as in ``ClassifierModule``.
 
     Logged: ``train/elbo`` (per trajectory), ``val/rmse``, ``test/rmse`` (all grid times, against
@@ -82,14 +83,13 @@ class LatentODEModule(ODEStepLogging, L.LightningModule):
     test_after_fit: bool = True
 
     def __init__(self, latent: int = 4, rnn_hidden: int = 25, hidden: int = 20, noise_std: float = 0.1,
-                 method: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-4, step_size: float | None = None,
-                 adjoint: bool = False, optim: Optim = Optim(lr=1e-2), decoder: str = "ode"):
+                 ode: ODESolve = ODESolve(atol=1e-4, adjoint=False), optim: Optim = Optim(lr=1e-2),
+                 decoder: str = "ode"):
         super().__init__()
         self.save_hyperparameters()
-        keep_groups(self, optim=Optim)
+        keep_groups(self, optim=Optim, ode=ODESolve)
         if decoder == "ode":
-            self.model = LatentODE(2, latent, rnn_hidden, hidden, method=method, rtol=rtol, atol=atol,
-                                   step_size=step_size, adjoint=adjoint)
+            self.model = LatentODE(2, latent, rnn_hidden, hidden, **ODESolve.of(self.hparams.ode).kwargs())
         elif decoder == "rnn":
             self.model = LatentRNN(2, latent, rnn_hidden, hidden)
         else:

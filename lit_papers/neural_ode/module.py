@@ -12,10 +12,12 @@ from torch import nn
 
 from lit_papers.core import ClassifierModule, save_figure
 from lit_papers.core.optim import Optim
+from lit_papers.core.settings import keep_groups
 
 from .classifiers import VARIANTS, build_classifier, count_parameters
 from .figures import nfe_tolerance_figure, nfe_training_figure
 from .odeblock import get_solver, solver_settings
+from .settings import ODESolve
 from .step_logging import ODEStepLogging
 
 
@@ -26,8 +28,9 @@ class NeuralODEModule(ODEStepLogging, ClassifierModule):
         variant: ``odenet`` (adjoint gradients), ``rknet`` (backprop through the solver),
             ``resnet`` (``depth`` residual blocks) or ``mlp`` (one hidden layer of ``hidden`` units).
         channels: feature channels after the downsampling stem.
-        T, method, rtol, atol, eval_rtol, eval_atol, step_size, max_num_steps: the ODE block
-            (see ``ODEBlock``); eval tolerances default to the training ones.
+        T: integration time of the ODE block.
+        ode: the ODE solve (``ODESolve``); ``ode.adjoint`` is not read here: the variant decides it
+            (odenet: adjoint, rknet: backprop through the solver).
         nfe_tolerances: after fit, the validation set is solved with ``sweep_method`` at each of
             these tolerances to plot NFE and error against tolerance (empty: no sweep), on at most
             ``sweep_samples`` validation images.
@@ -38,27 +41,24 @@ class NeuralODEModule(ODEStepLogging, ClassifierModule):
     """
 
     def __init__(self, variant: str = "odenet", channels: int = 64, depth: int = 6, hidden: int = 300,
-                 T: float = 1.0, method: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-3,
-                 eval_rtol: Optional[float] = None, eval_atol: Optional[float] = None,
-                 step_size: Optional[float] = None, max_num_steps: int = 1000,
+                 T: float = 1.0, ode: ODESolve = ODESolve(),
                  nfe_tolerances: Sequence[float] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5),
                  sweep_method: str = "dopri5", sweep_samples: int = 1000,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
                  optim: Optim = Optim(lr=1e-3)):
         if variant not in VARIANTS:
             raise ValueError(f"unknown Neural ODE variant {variant!r}; valid variants: {sorted(VARIANTS)}")
-        get_solver(method), get_solver(sweep_method)  # fail fast on names
+        ODESolve.of(ode), get_solver(sweep_method)  # fail fast on names and values
         super().__init__(arch=f"node_{variant}", arch_kwargs=None, num_classes=num_classes,
                          input_shape=input_shape, optim=optim)
+        keep_groups(self, ode=ODESolve)
         self.nfe_history: dict[str, list[float]] = {"step": [], "nfe_forward": [], "nfe_backward": []}
 
     def build_network(self) -> nn.Module:
         hp = self.hparams
         net = build_classifier(
             hp.variant, tuple(hp.input_shape), hp.num_classes, channels=hp.channels, depth=hp.depth,
-            hidden=hp.hidden, T=hp.T, method=hp.method, rtol=hp.rtol, atol=hp.atol,
-            eval_rtol=hp.eval_rtol, eval_atol=hp.eval_atol, step_size=hp.step_size,
-            max_num_steps=hp.max_num_steps,
+            hidden=hp.hidden, T=hp.T, **ODESolve.of(hp.ode).kwargs(adjoint=False),
         )
         rank_zero_only(print)(f"{hp.variant}: {count_parameters(net):,} parameters")
         return net

@@ -72,8 +72,8 @@ def translate_solver_error(err: AssertionError) -> Exception:
         return err
     return ODESolverError(
         f"the ODE solver failed ({msg.splitlines()[0][:200]}): the learned vector field is stiff "
-        "or exploding. Options that help: a fixed-step solver (method='rk4' with step_size=0.1, "
-        "never stalls), looser tolerances (rtol/atol=1e-3), a smaller max_num_steps to fail "
+        "or exploding. Options that help: a fixed-step solver (model.ode.method='rk4' with ode.step_size=0.1, "
+        "never stalls), looser tolerances (ode.rtol/ode.atol=1e-3), a smaller ode.max_num_steps to fail "
         "faster, weight decay or a smaller learning rate, smooth activations (softplus/tanh), "
         "or a shorter integration time T."
     )
