@@ -94,11 +94,12 @@ def test_delta_updates_its_bases_key_by_key_and_its_run_is_complete(tmp_path, mo
     (tmp_path / "bases").mkdir()
     _write(tmp_path / "bases" / "classifier.yaml", base)
     _write(tmp_path / "bases" / "longer.yaml", {"base": "classifier.yaml", "trainer": {"max_epochs": 3}})
-    delta = _write(tmp_path / "wider.yaml", {"base": "bases/longer.yaml", "model": {"init_args": {"lr": 0.5}}})
+    delta = _write(tmp_path / "wider.yaml",
+                   {"base": "bases/longer.yaml", "model": {"init_args": {"optim": {"lr": 0.5}}}})
     cpu = ["--trainer.accelerator=cpu", f"--run_root={tmp_path / 'runs'}"]
     cli = _built(["--config", delta, *cpu], monkeypatch)
     config = cli.config["fit"]
-    assert config.model.init_args.lr == 0.5
+    assert config.model.init_args.optim.lr == 0.5
     assert config.model.init_args.arch == base["model"]["init_args"]["arch"]
     assert config.trainer.max_epochs == 3
     assert config.trainer.log_every_n_steps == base["trainer"]["log_every_n_steps"]
