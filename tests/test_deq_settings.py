@@ -80,7 +80,7 @@ def test_an_old_deq_config_file_is_refused_then_upgraded(tmp_path, monkeypatch, 
     text = path.read_text()
     assert "# the forward solve" in text and "max_iter: 7   # the hook's budget" in text
     init, _ = _model_args(["--config", str(path)], capsys)
-    assert Solver.of({k: v for k, v in init["solver"].items()}) == Solver(name="broyden", max_iter=9)
+    assert Solver.of(init["solver"]) == Solver(name="broyden", max_iter=9)
     assert Backward.of(init["backward"]) == Backward(max_iter=7, phantom_tau=0.5)
     assert JacobianPenalty.of(init["jacobian"]) == JacobianPenalty(weight=0.25, freq=0.5)
 
