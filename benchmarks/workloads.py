@@ -231,12 +231,14 @@ def deq(setup: Setup) -> dict:
     plain training loop from the same initialisation: the same solves, so the ratio is the module's
     overhead. (The torchdeq package's DEQ on the same cell is the `torchdeq` workload.)"""
     from lit_papers.deq import DEQModule
+    from lit_papers.deq.settings import Backward, Solver
 
     batch = 128 if setup.cuda else 32
     n = batch * 40  # 40 steps per epoch: Lightning's per-epoch cost (hooks, epoch logging) is not per-step cost
     x, y = setup.x[:n], setup.y[:n]
-    kw = dict(cell="conv", width=48 if setup.cuda else 16, downsample=2, pool=7, solver="anderson", max_iter=20,
-              tol=1e-3, backward="ift", backward_solver="anderson", backward_max_iter=20, backward_tol=1e-4,
+    kw = dict(cell="conv", width=48 if setup.cuda else 16, downsample=2, pool=7,
+              solver=Solver(name="anderson", max_iter=20, tol=1e-3),
+              backward=Backward(mode="ift", solver="anderson", max_iter=20, tol=1e-4),
               optim=Optim(lr=2e-3), num_classes=10, input_shape=(1, 28, 28))
 
     def make():

@@ -68,7 +68,7 @@ def test_unknown_dataset(root, capsys):
 
 
 @pytest.mark.parametrize(("name", "key", "valid"), [
-    ("deq", "model.init_args.solver", "anderson"),
+    ("deq", "model.init_args.solver.name", "anderson"),
     ("mode_connectivity", "model.init_args.curve.kind", "bezier"),
     ("lottery", "model.init_args.strategy", "layerwise"),
     ("random_labels", "data.init_args.corruption", "random_labels"),
@@ -132,7 +132,7 @@ def test_checkpoint_of_another_module(classifier_ckpt, root, capsys):
 
 def test_config_of_another_module(root, capsys):
     """The DEQ's init args given to the classifier: jsonargparse names the first foreign key."""
-    err = run_bad(["fit", "--config", config("classifier"), "--model.init_args.solver=anderson"], root, capsys)
+    err = run_bad(["fit", "--config", config("classifier"), "--model.init_args.solver.name=anderson"], root, capsys)
     assert "solver" in err
 
 

@@ -9,8 +9,9 @@ import torch
 from lit_papers.core import Optim
 from lit_papers.data import VisionDataModule
 from lit_papers.deq import DEQModule
+from lit_papers.deq.settings import Backward, JacobianPenalty, Solver
 
-TINY = dict(downsample=1, max_iter=12, backward_max_iter=12, optim=Optim(lr=5e-3))
+TINY = dict(downsample=1, solver=Solver(max_iter=12), backward=Backward(max_iter=12), optim=Optim(lr=5e-3))
 CELLS = {"conv": dict(cell="conv", width=16, groups=4, pool=4), "mlp": dict(cell="mlp", width=32, groups=1)}
 
 
@@ -35,7 +36,7 @@ def test_training_lowers_the_loss_and_logs_solver_metrics(cell, tmp_path):
     torch.manual_seed(0)
     dm = VisionDataModule(dataset="digits", batch_size=64, val_size=200, seed=0)
     dm.setup("fit")
-    module = DEQModule(jac_weight=0.1, pretrain_steps=3, num_classes=dm.num_classes,
+    module = DEQModule(jacobian=JacobianPenalty(weight=0.1), pretrain_steps=3, num_classes=dm.num_classes,
                        input_shape=dm.input_shape, **CELLS[cell], **TINY)
     batch = (dm.val_x[:200], dm.val_y[:200])
     before = batch_loss(module, batch)
@@ -48,7 +49,7 @@ def test_training_lowers_the_loss_and_logs_solver_metrics(cell, tmp_path):
                 "deq/unconverged_frac", "deq/jac_loss", "deq/val_fwd_iters", "deq/spectral_radius"):
         assert key in logged, key
         assert torch.isfinite(logged[key])
-    assert 0 < logged["deq/fwd_iters"] <= TINY["max_iter"]
+    assert 0 < logged["deq/fwd_iters"] <= TINY["solver"].max_iter
     # The first 3 steps trained the unrolled stack (no solver, no backward solve), then the DEQ.
     hist = module.history
     assert all(v != v for v in hist["fwd_iters"][:3]) and all(v == v for v in hist["fwd_iters"][3:])
@@ -65,14 +66,15 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     module.eval(), reloaded.eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(x), module(x))
-    assert reloaded.hparams.solver == "anderson" and reloaded.hparams.width == 16
+    assert reloaded.hparams.solver["name"] == "anderson" and reloaded.hparams.width == 16
+    assert Solver.of(reloaded.hparams.solver) == Solver(max_iter=12)
 
 
 def test_bad_names_fail_fast_with_the_valid_options():
     with pytest.raises(ValueError, match="anderson, broyden, naive"):
-        DEQModule(solver="newton")
+        DEQModule(solver=Solver(name="newton"))
     with pytest.raises(ValueError, match="ift, phantom, unroll"):
-        DEQModule(backward="adjoint")
+        DEQModule(backward={"mode": "adjoint"})
     with pytest.raises(ValueError, match="conv, mlp"):
         DEQModule(cell="lstm", num_classes=10, input_shape=(1, 8, 8))
 

@@ -12,6 +12,7 @@ from lit_papers.data import VisionDataModule
 from lit_papers.deq import DEQLayer, DEQModule, DEQNet
 from lit_papers.models import build_model
 from lit_papers.deq.multiscale import MultiscaleCell, MultiscaleLayout
+from lit_papers.deq.settings import Backward, Solver
 
 DT = torch.float64
 
@@ -108,7 +109,8 @@ def test_multiscale_deq_module_learns_digits(tmp_path):
     torch.manual_seed(0)
     dm = VisionDataModule(dataset="digits", batch_size=64, val_size=200, seed=0)  # 20 batches per epoch
     module = DEQModule(cell="multiscale", branches=2, width=8, groups=4, downsample=0, pool=1,
-                       max_iter=12, backward_max_iter=12, eval_max_iter=40, optim=Optim(lr=1e-2, schedule="cosine"))
+                       solver=Solver(max_iter=12, eval_max_iter=40), backward=Backward(max_iter=12),
+                       optim=Optim(lr=1e-2, schedule="cosine"))
     trainer = L.Trainer(max_steps=60, max_epochs=-1, limit_val_batches=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
                         default_root_dir=tmp_path)

@@ -9,6 +9,7 @@ import torch
 from lit_papers.core import Optim
 from lit_papers.deq import CharCorpusDataModule, DEQLayer, DEQSequenceModule
 from lit_papers.deq.cells import TransformerCell
+from lit_papers.deq.settings import Backward, Solver
 
 
 def test_equilibrium_of_a_causal_cell_is_causal():
@@ -43,7 +44,8 @@ def test_char_language_model_learns(tmp_path):
     torch.manual_seed(0)
     dm = CharCorpusDataModule(seq_len=32, batch_size=32)
     dm.setup("fit")
-    module = DEQSequenceModule(width=32, heads=2, max_iter=8, backward_max_iter=8, optim=Optim(name="adamw", lr=3e-3),
+    module = DEQSequenceModule(width=32, heads=2, solver=Solver(max_iter=8), backward=Backward(max_iter=8),
+                               optim=Optim(name="adamw", lr=3e-3),
                                vocab_size=dm.vocab_size, max_len=32)
     batch = next(iter(dm.val_dataloader()))
     with torch.no_grad():

@@ -31,6 +31,13 @@ RENAMED: dict[str, str] = {
     "optimizer": "optim.name", "lr": "optim.lr", "momentum": "optim.momentum",
     "weight_decay": "optim.weight_decay", "nesterov": "optim.nesterov", "lr_schedule": "optim.schedule",
     "milestones": "optim.milestones", "gamma": "optim.gamma",
+    # lit_papers.deq.settings: Solver, Backward, JacobianPenalty
+    "solver": "solver.name", "max_iter": "solver.max_iter", "tol": "solver.tol", "stop_mode": "solver.stop_mode",
+    "solver_kwargs": "solver.kwargs", "eval_max_iter": "solver.eval_max_iter",
+    "backward": "backward.mode", "backward_solver": "backward.solver", "backward_max_iter": "backward.max_iter",
+    "backward_tol": "backward.tol", "backward_kwargs": "backward.kwargs", "phantom_steps": "backward.phantom_steps",
+    "phantom_tau": "backward.phantom_tau", "unroll_steps": "backward.unroll_steps",
+    "jac_weight": "jacobian.weight", "jac_freq": "jacobian.freq", "jac_probes": "jacobian.probes",
     # lit_papers.mode_connectivity.settings.Curve
     "curve": "curve.kind", "num_bends": "curve.num_bends", "endpoints": "curve.endpoints",
     "endpoint_epochs": "curve.endpoint_epochs", "endpoint_seeds": "curve.endpoint_seeds",

@@ -91,21 +91,23 @@ def step_bytes(net: torch.nn.Module, input_shape, num_classes: int, batch: int) 
 def memory_rows(deq_run: dict, depths: Sequence[int], batch: int) -> list[dict]:
     """Activation memory of one training step against L: the trained DEQ at exactly L solver iterations
     (forward and backward), and fresh weight-tied / untied nets of depth L with the DEQ's cell settings."""
+    from lit_papers.core.renamed_keys import upgrade_mapping
     from lit_papers.models import build_model
 
     from .network import DEQNet
+    from .settings import Backward, Solver
 
     deq, shape, classes = load_network(deq_run)
-    hp = init_args(deq_run)
+    hp = upgrade_mapping({"model": {"init_args": init_args(deq_run)}})["model"]["init_args"]  # old runs: flat keys
+    solver, backward = Solver.of(hp.get("solver")), Backward.of(hp.get("backward"))
     cell_kwargs = {"groups": hp.get("groups", 8), "hidden": hp.get("hidden"),
                    "weight_norm": hp.get("weight_norm", True)}
     common = dict(cell=hp.get("cell", "conv"), width=hp.get("width", 32), downsample=hp.get("downsample", 1),
                   pool=hp.get("pool", 1))
     out = []
     for depth in depths:
-        exact = DEQNet(shape, classes, cell_kwargs=cell_kwargs, solver=hp.get("solver", "anderson"), max_iter=depth,
-                       tol=0.0, backward_solver=hp.get("backward_solver", "anderson"), backward_max_iter=depth,
-                       backward_tol=0.0, **common)
+        exact = DEQNet(shape, classes, cell_kwargs=cell_kwargs, solver=solver.name, max_iter=depth, tol=0.0,
+                       backward_solver=backward.solver, backward_max_iter=depth, backward_tol=0.0, **common)
         exact.load_state_dict(deq.state_dict())
         row = {"depth": depth, "deq": step_bytes(exact, shape, classes, batch)}
         for kind in ("tied", "untied"):

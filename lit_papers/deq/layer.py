@@ -52,6 +52,7 @@ class DEQLayer(nn.Module):
     stack of `pretrain_depth` cell applications trained by plain backprop.
     forward(..., compute_jac=True) also returns the Hutchinson estimate of ||J||_F^2 / D at z*
     (with `jac_probes` probes) in `DEQInfo.jac_loss`, differentiable in the cell's parameters.
+    `settings.layer_kwargs` gives these arguments from a module's `solver`, `backward` and `jacobian` groups.
     """
 
     def __init__(self, cell: nn.Module, solver: str = "anderson", max_iter: int = 30, tol: float = 1e-3,

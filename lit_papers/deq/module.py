@@ -11,12 +11,13 @@ from torch import nn
 
 from lit_papers.core import ClassifierModule, save_figure
 from lit_papers.core.optim import Optim
+from lit_papers.core.settings import keep_groups
 
 from .figures import iterations_figure, residual_figure
-from .implicit import check_backward_mode
 from .jacobian import spectral_radius
 from .metrics import SolverLogging
 from .network import DEQNet
+from .settings import Backward, JacobianPenalty, Solver, layer_kwargs
 from .solvers import SOLVERS
 
 
@@ -30,14 +31,11 @@ class DEQModule(SolverLogging, ClassifierModule):
             hidden: inner width of the cell (default width); groups: group-norm groups;
             weight_norm: weight-normalise the cell's two linear maps; downsample: stride-2
             stages in the conv stem; pool: pooled grid size of the conv head.
-        solver, max_iter, tol, stop_mode, solver_kwargs: forward root finder (naive, anderson,
-            broyden) with per-sample stopping; eval_max_iter: its budget outside training.
-        backward: "ift" (implicit-function-theorem hook), "phantom" or "unroll";
-            backward_solver, backward_max_iter, backward_tol, backward_kwargs: the hook's own
-            root finder; phantom_steps, phantom_tau: the phantom gradient; unroll_steps: the
-            unrolled mode.
-        jac_weight, jac_freq, jac_probes: Hutchinson ||J||_F^2 penalty weight, the fraction of
-            steps it is computed on, and probes per estimate.
+        solver: the forward root finder (`Solver`: name, max_iter, tol, stop_mode, kwargs,
+            eval_max_iter).
+        backward: how gradients pass the equilibrium (`Backward`: mode ift/phantom/unroll, the ift
+            hook's solver, max_iter, tol, kwargs; phantom_steps, phantom_tau; unroll_steps).
+        jacobian: the Hutchinson ||J||_F^2 penalty (`JacobianPenalty`: weight, freq, probes).
         pretrain_steps, pretrain_depth: the first steps train a weight-tied stack of that depth.
         figure_max_iter: iterations per solver in the end-of-fit residual-vs-iteration figure.
         optim: the optimizer and its schedule (`Optim`), as in `ClassifierModule`.
@@ -45,23 +43,18 @@ class DEQModule(SolverLogging, ClassifierModule):
 
     def __init__(self, cell: str = "conv", width: int = 32, hidden: Optional[int] = None, groups: int = 8,
                  weight_norm: bool = True, downsample: int = 2, pool: int = 1, branches: Optional[int] = None,
-                 solver: str = "anderson", max_iter: int = 30, tol: float = 1e-3, stop_mode: str = "rel",
-                 solver_kwargs: Optional[dict] = None, eval_max_iter: Optional[int] = None,
-                 backward: str = "ift", backward_solver: str = "anderson", backward_max_iter: int = 30,
-                 backward_tol: float = 1e-4, backward_kwargs: Optional[dict] = None,
-                 phantom_steps: int = 1, phantom_tau: float = 1.0, unroll_steps: int = 30,
-                 jac_weight: float = 0.0, jac_freq: float = 1.0, jac_probes: int = 1,
+                 solver: Solver = Solver(), backward: Backward = Backward(),
+                 jacobian: JacobianPenalty = JacobianPenalty(),
                  pretrain_steps: int = 0, pretrain_depth: int = 2, figure_max_iter: int = 60,
                  num_classes: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
                  optim: Optim = Optim(lr=1e-3, schedule="cosine")):
-        SOLVERS.get(solver), SOLVERS.get(backward_solver), check_backward_mode(backward)  # fail fast
+        Solver.of(solver), Backward.of(backward), JacobianPenalty.of(jacobian)  # fail fast, naming the field
         if branches is not None and (cell != "multiscale" or branches < 1):
             raise ValueError(f"branches={branches}: the number of resolutions of cell=multiscale (>= 1); "
                              f"leave it unset for cell={cell!r}")
-        if not 0.0 <= jac_freq <= 1.0:
-            raise ValueError(f"jac_freq is the fraction of steps with the Jacobian penalty, in [0, 1]; got {jac_freq}")
         super().__init__(arch="deq", arch_kwargs=None, num_classes=num_classes, input_shape=input_shape,
                          optim=optim)
+        keep_groups(self, solver=Solver, backward=Backward, jacobian=JacobianPenalty)
         self.init_solver_history()
 
     def build_network(self) -> nn.Module:
@@ -71,12 +64,8 @@ class DEQModule(SolverLogging, ClassifierModule):
             cell_kwargs["branches"] = hp.branches
         return DEQNet(
             tuple(hp.input_shape), hp.num_classes, cell=hp.cell, width=hp.width, downsample=hp.downsample,
-            pool=hp.pool, cell_kwargs=cell_kwargs, solver=hp.solver, max_iter=hp.max_iter, tol=hp.tol,
-            stop_mode=hp.stop_mode, solver_kwargs=hp.solver_kwargs, eval_max_iter=hp.eval_max_iter,
-            backward=hp.backward, backward_solver=hp.backward_solver, backward_max_iter=hp.backward_max_iter,
-            backward_tol=hp.backward_tol, backward_kwargs=hp.backward_kwargs, phantom_steps=hp.phantom_steps,
-            phantom_tau=hp.phantom_tau, unroll_steps=hp.unroll_steps, pretrain_depth=hp.pretrain_depth,
-            jac_probes=hp.jac_probes)
+            pool=hp.pool, cell_kwargs=cell_kwargs,
+            **layer_kwargs(hp.solver, hp.backward, hp.jacobian, pretrain_depth=hp.pretrain_depth))
 
     # -- steps -------------------------------------------------------------------------------
     def deq_step(self, batch, compute_jac: bool = False):
@@ -93,9 +82,9 @@ class DEQModule(SolverLogging, ClassifierModule):
         self.net.deq.pretraining = self.global_step < self.hparams.pretrain_steps
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        hp = self.hparams
-        compute_jac = hp.jac_weight > 0 and not self.net.deq.pretraining and (
-            hp.jac_freq >= 1.0 or torch.rand(()).item() < hp.jac_freq)
+        jac = JacobianPenalty.of(self.hparams.jacobian)
+        compute_jac = jac.weight > 0 and not self.net.deq.pretraining and (
+            jac.freq >= 1.0 or torch.rand(()).item() < jac.freq)
         loss, logits, y, info = self.deq_step(batch, compute_jac)
         self.train_acc(logits, y)
         self.log("train/loss", loss, prog_bar=True)
@@ -103,7 +92,7 @@ class DEQModule(SolverLogging, ClassifierModule):
         self.log_forward(info, prefix="deq/")
         if info.jac_loss is not None:
             self.log("deq/jac_loss", info.jac_loss.detach())
-            loss = loss + hp.jac_weight * info.jac_loss
+            loss = loss + jac.weight * info.jac_loss
         self.remember(info)
         return loss
 

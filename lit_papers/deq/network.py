@@ -17,7 +17,8 @@ class DEQNet(nn.Module):
     cell: "conv" (MDEQ block with group norm), "multiscale" (MDEQ's multi-resolution state, see
     `multiscale.py`) or "mlp"; width: state channels/features;
     downsample: stride-2 stages in the conv stem; pool: pooled grid size in the conv head;
-    cell_kwargs: passed to the cell (groups, hidden, weight_norm); deq_kwargs: to `DEQLayer`.
+    cell_kwargs: passed to the cell (groups, hidden, weight_norm); deq_kwargs: to `DEQLayer` (from the
+settings groups: `settings.layer_kwargs`).
     """
 
     def __init__(self, input_shape, num_classes, cell: str = "conv", width: int = 32, downsample: int = 1,

@@ -23,10 +23,9 @@ from lit_papers.data.epoch_shuffle import EpochShuffle, ResumableLoader, fit_pro
 
 from .cells import build_cell
 from .figures import iterations_figure
-from .implicit import check_backward_mode
 from .layer import DEQLayer
 from .metrics import SolverLogging
-from .solvers import SOLVERS
+from .settings import Backward, JacobianPenalty, Solver, layer_kwargs
 
 
 def load_char_corpus() -> str:
@@ -81,22 +80,28 @@ class CharCorpusDataModule(L.LightningDataModule):
 class DEQSequenceModule(SolverLogging, L.LightningModule):
     """Embedding (+ learned positions) -> z* = TransformerCell(z*, embedding) -> linear head.
 
+    Args:
+        width, heads, hidden, weight_norm: the Transformer cell.
+        solver, backward, jacobian: the forward root finder, the gradient through the equilibrium and
+            the Jacobian penalty (`Solver`, `Backward`, `JacobianPenalty`, as in `DEQModule`; here at
+            most 20 iterations forward and backward).
+        pretrain_steps, pretrain_depth: the first steps train a weight-tied stack of that depth.
+        optim: the optimizer and its schedule (`Optim`).
+        vocab_size, max_len: read from the datamodule when not given.
+
     Logs `train/loss`, `val/loss`, `val/bpc` (bits per character) and the `deq/*` solver metrics.
-    vocab_size and max_len are read from the datamodule when not given.
     """
 
     checkpoint_monitor = ("val/loss", "min")
 
     def __init__(self, width: int = 64, heads: int = 4, hidden: Optional[int] = None, weight_norm: bool = True,
-                 solver: str = "anderson", max_iter: int = 20, tol: float = 1e-3,
-                 backward: str = "ift", backward_solver: str = "anderson", backward_max_iter: int = 20,
-                 backward_tol: float = 1e-4, pretrain_steps: int = 0, pretrain_depth: int = 2,
-                 jac_weight: float = 0.0, optim: Optim = Optim(name="adamw", lr=2e-3),
+                 solver: Solver = Solver(max_iter=20), backward: Backward = Backward(max_iter=20),
+                 jacobian: JacobianPenalty = JacobianPenalty(), pretrain_steps: int = 0, pretrain_depth: int = 2,
+                 optim: Optim = Optim(name="adamw", lr=2e-3),
                  vocab_size: Optional[int] = None, max_len: Optional[int] = None):
         super().__init__()
-        SOLVERS.get(solver), SOLVERS.get(backward_solver), check_backward_mode(backward)
         self.save_hyperparameters()
-        keep_groups(self, optim=Optim)
+        keep_groups(self, optim=Optim, solver=Solver, backward=Backward, jacobian=JacobianPenalty)
         self.init_solver_history()
         self.net: Optional[nn.ModuleDict] = None
         if vocab_size is not None and max_len is not None:
@@ -105,9 +110,7 @@ class DEQSequenceModule(SolverLogging, L.LightningModule):
     def build_network(self) -> nn.ModuleDict:
         hp = self.hparams
         cell = build_cell("transformer", hp.width, heads=hp.heads, hidden=hp.hidden, weight_norm=hp.weight_norm)
-        deq = DEQLayer(cell, solver=hp.solver, max_iter=hp.max_iter, tol=hp.tol, backward=hp.backward,
-                       backward_solver=hp.backward_solver, backward_max_iter=hp.backward_max_iter,
-                       backward_tol=hp.backward_tol, pretrain_depth=hp.pretrain_depth)
+        deq = DEQLayer(cell, **layer_kwargs(hp.solver, hp.backward, hp.jacobian, pretrain_depth=hp.pretrain_depth))
         return nn.ModuleDict({"embed": nn.Embedding(hp.vocab_size, hp.width),
                               "pos": nn.Embedding(hp.max_len, hp.width), "deq": deq,
                               "head": nn.Sequential(nn.LayerNorm(hp.width), nn.Linear(hp.width, hp.vocab_size))})
@@ -135,13 +138,15 @@ class DEQSequenceModule(SolverLogging, L.LightningModule):
         self.net["deq"].pretraining = self.global_step < self.hparams.pretrain_steps
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        compute_jac = self.hparams.jac_weight > 0 and not self.net["deq"].pretraining
+        jac = JacobianPenalty.of(self.hparams.jacobian)
+        compute_jac = jac.weight > 0 and not self.net["deq"].pretraining and (
+            jac.freq >= 1.0 or torch.rand(()).item() < jac.freq)
         loss, info = self.step(batch, compute_jac)
         self.log("train/loss", loss, prog_bar=True)
         self.log_forward(info, prefix="deq/")
         if info.jac_loss is not None:
             self.log("deq/jac_loss", info.jac_loss.detach())
-            loss = loss + self.hparams.jac_weight * info.jac_loss
+            loss = loss + jac.weight * info.jac_loss
         self.remember(info)
         return loss
 
