@@ -17,6 +17,19 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 PAPER_CONFIGS = sorted((REPO / "configs" / "paper").glob("*.yaml"))
 
 
+def printed_model_args(args: list[str], capsys) -> tuple[dict, str]:
+    """(the model's init_args, stderr) of `fit <args> --print_config`, run in-process."""
+    import yaml
+
+    from lit_papers.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", *args, "--print_config"])
+    assert exit_.value.code in (0, None)
+    out = capsys.readouterr()
+    return yaml.safe_load(out.out)["model"]["init_args"], out.err
+
+
 @pytest.fixture
 def run_cli(tmp_path, monkeypatch):
     """`run_cli(["fit", "--config", ...]) -> Path` of the run folder (under tmp_path/runs)."""

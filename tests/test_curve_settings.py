@@ -5,8 +5,7 @@ built from the group has the network the flat arguments gave."""
 from __future__ import annotations
 
 import pytest
-import yaml
-from conftest import REPO
+from conftest import REPO, printed_model_args
 
 from lit_papers.cli import main
 from lit_papers.mode_connectivity import CurveModule
@@ -31,12 +30,9 @@ model:
 """
 
 
-def _curve(args, capsys) -> dict:
-    with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", CONFIG, *args, "--print_config"])
-    assert exit_.value.code in (0, None)
-    captured = capsys.readouterr()
-    return yaml.safe_load(captured.out)["model"]["init_args"]["curve"], captured.err
+def _curve(args, capsys) -> tuple[dict, str]:
+    init, err = printed_model_args(["--config", CONFIG, *args], capsys)
+    return init["curve"], err
 
 
 def test_an_old_flag_lands_in_the_group(monkeypatch, capsys):

@@ -7,8 +7,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
-import yaml
-from conftest import REPO
+from conftest import REPO, printed_model_args
 
 from lit_papers.cli import main
 from lit_papers.core import Optim
@@ -39,17 +38,9 @@ LAYER_ATTRS = ("solver", "max_iter", "tol", "stop_mode", "solver_kwargs", "eval_
                "phantom_tau", "unroll_steps", "pretrain_depth", "jac_probes")
 
 
-def _model_args(args, capsys) -> tuple[dict, str]:
-    with pytest.raises(SystemExit) as exit_:
-        main(["fit", *args, "--print_config"])
-    assert exit_.value.code in (0, None)
-    out = capsys.readouterr()
-    return yaml.safe_load(out.out)["model"]["init_args"], out.err
-
-
 def test_an_old_flag_lands_in_its_group_with_a_notice(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
-    init, err = _model_args(["--config", "configs/deq.yaml", "--model.backward_max_iter=5"], capsys)
+    init, err = printed_model_args(["--config", "configs/deq.yaml", "--model.backward_max_iter=5"], capsys)
     assert init["backward"]["max_iter"] == 5
     assert init["backward"]["tol"] == 0.0001 and init["solver"]["max_iter"] == 20  # the rest as configured
     assert "--model.backward_max_iter is now --model.backward.max_iter" in err
@@ -57,7 +48,7 @@ def test_an_old_flag_lands_in_its_group_with_a_notice(monkeypatch, capsys):
 
 def test_an_old_name_lands_in_the_group_name(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
-    init, err = _model_args(["--config", "configs/deq.yaml", "--model.solver=broyden",
+    init, err = printed_model_args(["--config", "configs/deq.yaml", "--model.solver=broyden",
                              "--model.init_args.jac_weight", "0.5"], capsys)
     assert init["solver"]["name"] == "broyden" and init["solver"]["max_iter"] == 20
     assert init["jacobian"]["weight"] == 0.5
@@ -79,7 +70,7 @@ def test_an_old_deq_config_file_is_refused_then_upgraded(tmp_path, monkeypatch, 
     main(["upgrade-config", str(path), "--in-place"])
     text = path.read_text()
     assert "# the forward solve" in text and "max_iter: 7   # the hook's budget" in text
-    init, _ = _model_args(["--config", str(path)], capsys)
+    init, _ = printed_model_args(["--config", str(path)], capsys)
     assert Solver.of(init["solver"]) == Solver(name="broyden", max_iter=9)
     assert Backward.of(init["backward"]) == Backward(max_iter=7, phantom_tau=0.5)
     assert JacobianPenalty.of(init["jacobian"]) == JacobianPenalty(weight=0.25, freq=0.5)

@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, printed_model_args
 
 from lit_papers.cli import main
 from lit_papers.neural_ode import CNFModule, DensityMatchingModule, LatentODEModule, NeuralODEModule, ODESolve
@@ -23,13 +23,6 @@ model:
     rtol: 0.01
     adjoint: true
 """
-
-
-def _print_config(args, capsys) -> dict:
-    with pytest.raises(SystemExit) as exit_:
-        main(["fit", *args, "--print_config"])
-    assert exit_.value.code in (0, None)
-    return yaml.safe_load(capsys.readouterr().out)
 
 
 def _solve(block) -> dict:
@@ -64,8 +57,7 @@ def test_an_old_config_file_is_refused_then_upgraded(tmp_path, monkeypatch, caps
     assert "upgrade-config" in err
     main(["upgrade-config", str(path), "--in-place"])
     assert "# a fixed-step solve" in path.read_text() and "method: rk4   # four evaluations a step" in path.read_text()
-    ode = _print_config(["--config", "configs/latent_ode.yaml", "--config", str(path)], capsys)
-    ode = ode["model"]["init_args"]["ode"]
+    ode = printed_model_args(["--config", "configs/latent_ode.yaml", "--config", str(path)], capsys)[0]["ode"]
     # the upgraded file's keys, and latent_ode.yaml's atol under them
     assert ODESolve.of(ode) == ODESolve(method="rk4", step_size=0.05, rtol=0.01, atol=1e-4, adjoint=True)
 
@@ -128,6 +120,6 @@ def test_each_module_keeps_its_own_defaults():
 
 def test_a_partial_group_on_the_command_line_keeps_the_modules_other_defaults(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
-    ode = _print_config(["--config", "configs/cnf.yaml", "--model=lit_papers.neural_ode.CNFModule",
-                         "--model.ode.method=rk4"], capsys)["model"]["init_args"]["ode"]
+    ode = printed_model_args(["--config", "configs/cnf.yaml", "--model=lit_papers.neural_ode.CNFModule",
+                              "--model.ode.method=rk4"], capsys)[0]["ode"]
     assert ode["method"] == "rk4" and ode["adjoint"] is True

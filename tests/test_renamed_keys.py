@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, printed_model_args
 
 import lit_papers.modules  # noqa: F401  (every module)
 from lit_papers.cli import main
@@ -68,11 +68,12 @@ def test_a_name_where_a_group_now_is_moves_and_a_group_stays():
                                                           if "solver" in renamed_keys.RENAMED else [])
 
 
-@pytest.mark.parametrize("config", sorted(p.relative_to(REPO) for p in (REPO / "configs").rglob("*.yaml")),
-                         ids=str)
+@pytest.mark.parametrize("config", sorted(p.relative_to(REPO) for folder in ("configs", "tests/smoke")
+                                           for p in (REPO / folder).rglob("*.yaml")), ids=str)
 def test_committed_configs_use_the_groups(config):
     text = (REPO / config).read_text()
     assert renamed_keys.old_keys(yaml.safe_load(text) or {}) == [], f"run upgrade-config on {config}"
+    assert renamed_keys.upgrade_text(text) == text  # a config in the new form is left as it is
 
 
 def test_no_module_has_a_setting_named_like_an_old_key():
@@ -93,18 +94,12 @@ def test_every_module_takes_an_optim_group():
             "DensityMatchingModule", "LatentODEModule"} <= names
 
 
-def _print_config(args, capsys) -> dict:
-    with pytest.raises(SystemExit) as exit_:
-        main(["fit", *args, "--print_config"])
-    assert exit_.value.code in (0, None)
-    return yaml.safe_load(capsys.readouterr().out)
-
-
 def test_an_old_flag_is_renamed_with_a_notice(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
-    config = _print_config(["--config", "configs/classifier.yaml", "--model.lr=0.01",
-                            "--model.init_args.lr_schedule", "cosine"], capsys)
-    optim = config["model"]["init_args"]["optim"]
+    init, err = printed_model_args(["--config", "configs/classifier.yaml", "--model.lr=0.01",
+                                    "--model.init_args.lr_schedule", "cosine"], capsys)
+    optim = init["optim"]
+    assert "note: --model.lr is now --model.optim.lr" in err
     assert optim["lr"] == 0.01 and optim["schedule"] == "cosine" and optim["name"] == "adam"
 
 
@@ -125,7 +120,7 @@ def test_an_old_config_file_is_refused_then_upgraded(tmp_path, monkeypatch, caps
     assert "model.init_args.lr -> model.init_args.optim.lr" in err and "upgrade-config" in err
     main(["upgrade-config", str(path), "--in-place"])
     assert "# the optimizer" in path.read_text()
-    optim = _print_config(["--config", str(path)], capsys)["model"]["init_args"]["optim"]
+    optim = printed_model_args(["--config", str(path)], capsys)[0]["optim"]
     assert Optim.of(optim) == Optim(name="sgd", lr=0.05, milestones=[0.3, 0.6], schedule="step", gamma=0.5)
 
 

@@ -190,7 +190,8 @@ def upgrade_text(text: str) -> str:
     items = _items(lines, lo, hi, indent)
     moves: dict[str, list[tuple[int, int, str]]] = {}  # group -> (first line, end line, field)
     for first, key_line, last, key, value in items:
-        new = renamed(key, value, value_known=value is not _BLOCK)
+        # a block under a key is a mapping or a list, never a name: `solver:` + fields is a group
+        new = renamed(key, {} if value is _BLOCK else value, value_known=True)
         if new is not None:
             group, field = new.split(".", 1)
             moves.setdefault(group, []).append((first, key_line, last, field))
