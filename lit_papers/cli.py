@@ -134,11 +134,29 @@ class LitPapersCLI(LightningCLI):
         model = self.config[sub].get("model")
         run_folder.check_checkpoint_module(Path(ckpt), getattr(model, "class_path", None))
         try:
-            super()._parse_ckpt_path()
+            if not self._parse_old_ckpt_hparams(sub, Path(ckpt)):
+                super()._parse_ckpt_path()
         except SystemExit:
             raise UsageError(f"--ckpt_path {ckpt}: its hyperparameters do not fit the --model of this "
                              f"command; it was written by another module or config. Use the config.yaml of "
                              f"the run that wrote it (--config <run folder>/config.yaml).") from None
+
+    def _parse_old_ckpt_hparams(self, sub: str, ckpt: Path) -> bool:
+        """What Lightning's `_parse_ckpt_path` does, for a checkpoint written before the settings groups:
+        its flat keys (`lr`, `max_iter`, ...) are read into the groups (renamed_keys.py). False when the
+        checkpoint uses the groups already (Lightning then reads it)."""
+        import torch
+
+        hparams = dict(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters")
+                       or {})
+        hparams.pop("_instantiator", None)
+        if not renamed_keys.old_keys({"model": {"init_args": hparams}}):
+            return False
+        class_path = hparams.pop("_class_path", None)
+        hparams = renamed_keys.upgrade_hparams(hparams)
+        model = {"class_path": class_path, "dict_kwargs": hparams} if class_path else hparams
+        self.config = self.parser.parse_object({sub: {"model": model}}, self.config)
+        return True
 
     def _resolve_ckpt(self, cfg, root: Path, experiment: str) -> Optional[Path]:
         ckpt = cfg.get("ckpt_path")

@@ -144,7 +144,7 @@ class Exploding(nn.Module):
 @pytest.mark.parametrize("max_num_steps", [1000, 50])
 def test_exploding_field_raises_clear_error_fast(adjoint, max_num_steps):
     block = ODEBlock(Exploding(), T=1.0, method="dopri5", adjoint=adjoint, max_num_steps=max_num_steps)
-    with pytest.raises(ODESolverError, match="method='rk4'.*rtol/atol"):
+    with pytest.raises(ODESolverError, match="ode.method='rk4'.*ode.rtol/ode.atol"):
         block(torch.ones(2, 2) * 2.0)
     # Fast = a bounded amount of work: dopri5 makes 6 evaluations per attempted step plus 2 to
     # choose the first step, and the cap stops the solve after max_num_steps attempts.

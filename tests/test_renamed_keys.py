@@ -7,7 +7,9 @@ from __future__ import annotations
 import inspect
 import subprocess
 
+import lightning
 import pytest
+import torch
 import yaml
 from conftest import REPO, printed_model_args
 
@@ -15,6 +17,7 @@ import lit_papers.modules  # noqa: F401  (every module)
 from lit_papers.cli import main
 from lit_papers.core import Optim, renamed_keys
 from lit_papers.core.settings import Group
+from lit_papers.errors import UsageError
 from lightning.pytorch import LightningModule
 
 OLD = """\
@@ -148,3 +151,73 @@ def test_a_bad_group_value_names_the_setting():
         Optim(name="lion")
     with pytest.raises(ValueError, match="has no setting lrate"):
         Optim.of({"lrate": 0.1})
+
+
+# -- files the text rewrite cannot or must not take apart -------------------------------------------
+def test_a_setting_given_both_ways_is_refused_naming_both():
+    both = OLD.replace("    lr: 0.05\n", "    lr: 0.05\n    optim:\n      lr: 0.2\n")
+    with pytest.raises(UsageError, match=r"model.init_args.lr and model.init_args.optim.lr both set"):
+        renamed_keys.upgrade_text(both)
+    with pytest.raises(UsageError, match="both set"):
+        renamed_keys.upgrade_mapping(yaml.safe_load(both))
+
+
+def test_a_flow_style_model_block_is_refused_not_left_as_it_was():
+    flow = "model: {class_path: lit_papers.core.ClassifierModule, init_args: {lr: 0.3, arch: mlp}}\n"
+    with pytest.raises(UsageError, match="move them by hand"):
+        renamed_keys.upgrade_text(flow)
+    assert renamed_keys.upgrade_mapping(yaml.safe_load(flow))["model"]["init_args"] == {
+        "arch": "mlp", "optim": {"lr": 0.3}}
+
+
+def test_crlf_files_keep_their_line_endings():
+    new = renamed_keys.upgrade_text(OLD.replace("\n", "\r\n"))
+    assert "\r\n" in new and "\n" not in new.replace("\r\n", "")
+    assert yaml.safe_load(new) == yaml.safe_load(renamed_keys.upgrade_text(OLD))
+
+
+def test_a_name_moves_into_its_group_whatever_the_key_order():
+    """`max_iter` before `solver: broyden` must not lose the solver's name."""
+    for order in (["max_iter", "solver"], ["solver", "max_iter"]):
+        init = {k: {"max_iter": 9, "solver": "broyden"}[k] for k in order}
+        upgraded = renamed_keys.upgrade_hparams(init)
+        assert upgraded == {"solver": {"name": "broyden", "max_iter": 9}}
+
+
+# -- checkpoints written before the groups -----------------------------------------------------------
+def _flat_checkpoint(tmp_path):
+    """A ClassifierModule checkpoint whose hyper-parameters use the flat keys (as written before the groups)."""
+    from lit_papers.core import ClassifierModule
+
+    module = ClassifierModule(arch="mlp", num_classes=3, input_shape=(1, 4, 4),
+                              optim=Optim(name="sgd", lr=0.2, schedule="cosine"))
+    flat = {k: v for k, v in module.hparams.items() if k != "optim"}
+    flat.update(optimizer="sgd", lr=0.2, momentum=0.9, weight_decay=0.0, nesterov=False, lr_schedule="cosine",
+                milestones=[0.5, 0.75], gamma=0.1, _class_path="lit_papers.core.ClassifierModule")
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": flat,
+                "pytorch-lightning_version": lightning.__version__}, path)
+    return module, path
+
+
+def test_load_module_reads_a_checkpoint_with_flat_keys_into_the_groups(tmp_path):
+    from lit_papers.core import ClassifierModule
+    from lit_papers.core.load_module import load_module
+
+    module, path = _flat_checkpoint(tmp_path)
+    loaded = load_module(ClassifierModule, path)
+    assert Optim.of(loaded.hparams.optim) == Optim(name="sgd", lr=0.2, schedule="cosine")
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in module.state_dict().items())
+
+
+def test_ckpt_path_with_flat_keys_parses_into_the_groups(tmp_path, monkeypatch):
+    from lit_papers.cli import LitPapersCLI, _cli
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(LitPapersCLI, "_run_subcommand", lambda self, subcommand: None)
+    _, path = _flat_checkpoint(tmp_path)
+    cli = _cli(["fit", "--config", "configs/classifier.yaml", "--ckpt_path", str(path),
+                "--trainer.accelerator=cpu", f"--run_root={tmp_path / 'runs'}"])
+    optim = cli.config["fit"]["model"]["init_args"]["optim"]
+    assert Optim.of(optim.as_dict() if hasattr(optim, "as_dict") else dict(optim)) == \
+        Optim(name="sgd", lr=0.2, schedule="cosine")

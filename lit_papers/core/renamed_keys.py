@@ -103,26 +103,39 @@ def old_keys(config: Mapping) -> list[tuple[str, str]]:
 
 
 def upgrade_mapping(config: Mapping) -> dict:
-    """A parsed config with the moved keys of its `model` block put into their groups (a copy)."""
+    """A parsed config with the moved keys of its `model` block put into their groups (a copy). A
+    setting given both ways (`lr` and `optim.lr`) is a usage error naming both."""
     config = dict(config)
     model = config.get("model")
     if not isinstance(model, Mapping):
         return config
     model = dict(model)
     config["model"] = model
-    holder = model
+    holder, prefix = model, "model."
     if isinstance(model.get("init_args"), Mapping):
-        holder = model["init_args"] = dict(model["init_args"])
-    for key in list(holder):
-        new = renamed(str(key), holder[key], value_known=True)
-        if new is None:
-            continue
+        holder, prefix = dict(model["init_args"]), "model.init_args."
+        model["init_args"] = holder
+    moved = [(key, renamed(str(key), holder[key], value_known=True)) for key in holder]
+    moved = [(key, new) for key, new in moved if new is not None]
+    given = {group: dict(holder[group]) for group in {new.split(".")[0] for _, new in moved}
+             if isinstance(holder.get(group), Mapping)}
+    for key, new in moved:
         group, field = new.split(".", 1)
-        value = holder.pop(key)
-        if not isinstance(holder.get(group), Mapping):
-            holder[group] = {}
-        holder[group] = {**holder[group], field: value}
+        if field in given.get(group, {}):
+            raise UsageError(f"{prefix}{key} and {prefix}{new} both set one setting: keep {prefix}{new}")
+    groups = dict(given)
+    for key, new in moved:  # a name moving into its group (solver: broyden) included
+        group, field = new.split(".", 1)
+        groups.setdefault(group, {})[field] = holder.pop(key)
+    for group, fields in groups.items():
+        holder[group] = fields
     return config
+
+
+def upgrade_hparams(hparams: Mapping) -> dict:
+    """A module's saved hyper-parameters (a checkpoint's `hyper_parameters`) with the moved keys put
+    into their groups: what the module takes now."""
+    return upgrade_mapping({"model": {"init_args": dict(hparams)}})["model"]["init_args"]
 
 
 def config_files(argv: Sequence[str]) -> list[Path]:
@@ -172,6 +185,22 @@ def _blank(line: str) -> bool:
 def upgrade_text(text: str) -> str:
     """`text` (a config file) with the moved keys of its `model` block rewritten into their groups,
     in the place of the first of them; comments, order and the other keys stay as they were."""
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text  # not ours to report: jsonargparse names the syntax error
+    if not isinstance(parsed, Mapping) or not old_keys(parsed):
+        return text
+    upgrade_mapping(parsed)  # a setting given both ways is refused here, naming both
+    new = _upgrade_lines(text)
+    left = old_keys(yaml.safe_load(new))
+    if left:
+        raise UsageError("cannot rewrite these keys in place (a flow-style `{...}` or quoted model block): "
+                         + ", ".join(f"{a} -> {b}" for a, b in left) + "; move them by hand")
+    return new
+
+
+def _upgrade_lines(text: str) -> str:
     lines = text.splitlines(keepends=True)
     start, end = _block(lines, 0, len(lines), "model", 0)
     if start is None:
@@ -205,7 +234,8 @@ def upgrade_text(text: str) -> str:
         if existing and existing[0][4] is not _BLOCK:
             raise UsageError(f"model.{group} is written inline and its old keys "
                              f"({', '.join(m[3] for m in members)}) apart: merge them by hand")
-        block = [] if existing else [f"{pad}{group}:\n"]
+        newline = "\r\n" if lines[members[0][1]].endswith("\r\n") else "\n"
+        block = [] if existing else [f"{pad}{group}:{newline}"]
         for first, key_line, last, field in members:
             for n in range(first, last):
                 taken.add(n)

@@ -66,13 +66,13 @@ def group_runs(folders: Sequence[str | Path]) -> dict[tuple[str, int | None], li
 def load_network(run: dict) -> tuple[torch.nn.Module, tuple[int, ...], int]:
     """(network, input shape, classes) of the run's last checkpoint, on the CPU."""
     from lit_papers.core import ClassifierModule
+    from lit_papers.core.load_module import load_module
 
     from .module import DEQModule
 
     cls = DEQModule if run["summary"]["module"] == "DEQModule" else ClassifierModule
     with contextlib.redirect_stdout(io.StringIO()):  # the modules print their size when built
-        module = cls.load_from_checkpoint(run["folder"] / "checkpoints" / "last.ckpt", map_location="cpu",
-                                          weights_only=False)
+        module = load_module(cls, run["folder"] / "checkpoints" / "last.ckpt", map_location="cpu")
     return module.net, tuple(module.hparams.input_shape), int(module.hparams.num_classes)
 
 

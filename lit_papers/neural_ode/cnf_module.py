@@ -53,7 +53,7 @@ class CNFModule(ODEStepLogging, L.LightningModule):
                  width: int = 64, T: float = 1.0,
                  trace: str = "exact", eval_trace: str = "exact", hutchinson_noise: str = "rademacher",
                  ode: ODESolve = ODESolve(rtol=1e-5, atol=1e-5, adjoint=True),
-                 optim: Optim = Optim(lr=1e-3), grid_size: int = 100, n_samples: int = 2000):
+                 optim: Optim = Optim(lr=1e-3, momentum=0.0), grid_size: int = 100, n_samples: int = 2000):
         super().__init__()
         self.save_hyperparameters()
         keep_groups(self, optim=Optim, ode=ODESolve)

@@ -87,7 +87,7 @@ class DensityMatchingModule(ODEStepLogging, L.LightningModule):
                  seed: int = 0,
                  hyper_hidden: int = 32, T: float = 1.0,
                  ode: ODESolve = ODESolve(eval_rtol=1e-5, eval_atol=1e-5, adjoint=False),
-                 optim: Optim = Optim(lr=1e-2), grid_size: int = 100, n_samples: int = 2000):
+                 optim: Optim = Optim(lr=1e-2, momentum=0.0), grid_size: int = 100, n_samples: int = 2000):
         super().__init__()
         self.save_hyperparameters()
         keep_groups(self, optim=Optim, ode=ODESolve)

@@ -21,6 +21,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
+from lit_papers.core.load_module import load_module
+
 from .density_figures import draw_density, grid_densities
 from .density_matching import DensityMatchingModule
 
@@ -68,8 +70,8 @@ def figure(root: Path, targets, widths, grid_size: int):
         axes[r, 0].set_ylabel(target)
         for c, (flow, width) in enumerate(((f, w) for f in flows for w in widths), start=1):
             folder = run_folder(root, target, flow, width)
-            model = DensityMatchingModule.load_from_checkpoint(folder / "checkpoints" / "last.ckpt",
-                                                               map_location="cpu", weights_only=False).eval()
+            model = load_module(DensityMatchingModule, folder / "checkpoints" / "last.ckpt",
+                                map_location="cpu").eval()
             _, _, q = grid_densities(target, model.flow.log_prob, grid_size)
             draw_density(axes[r, c], side, q, f"{FLOW_LABELS[flow]}={width}" if r == 0 else "")
             axes[r, c].set_xlabel(f"KL {result(folder)['kl']:.3f}", fontsize=8)

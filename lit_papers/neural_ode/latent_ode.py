@@ -83,7 +83,7 @@ class LatentODEModule(ODEStepLogging, L.LightningModule):
     test_after_fit: bool = True
 
     def __init__(self, latent: int = 4, rnn_hidden: int = 25, hidden: int = 20, noise_std: float = 0.1,
-                 ode: ODESolve = ODESolve(atol=1e-4, adjoint=False), optim: Optim = Optim(lr=1e-2),
+                 ode: ODESolve = ODESolve(atol=1e-4, adjoint=False), optim: Optim = Optim(lr=1e-2, momentum=0.0),
                  decoder: str = "ode"):
         super().__init__()
         self.save_hyperparameters()

@@ -64,10 +64,11 @@ def group_runs(folders: Sequence[str | Path]) -> dict[tuple[str, str], list[dict
 
 def activation_bytes(run: dict, batch: int) -> int:
     """Peak saved-for-backward bytes of one training step of the run's trained network at `batch` inputs."""
+    from lit_papers.core.load_module import load_module
+
     from .module import NeuralODEModule
 
-    module = NeuralODEModule.load_from_checkpoint(run["folder"] / "checkpoints" / "last.ckpt", map_location="cpu",
-                                                  weights_only=False)
+    module = load_module(NeuralODEModule, run["folder"] / "checkpoints" / "last.ckpt", map_location="cpu")
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, *module.hparams.input_shape, generator=gen)
     y = torch.randint(0, module.hparams.num_classes, (batch,), generator=gen)
