@@ -107,6 +107,11 @@ def test_report_shows_the_values_the_trials_ran(tmp_path, capsys):
               "data.init_args.absent": "kept"}
     assert report.ran_values(run, params) == {"model.init_args.rounds": 1, "model.init_args.prune_rate": 0.2,
                                               "seed_everything": 3, "data.init_args.absent": "kept"}
+    # a sweep written before the settings groups: its key is read where the run's config holds it now
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"init_args": {"optim": {"lr": 0.003}}}}))
+    assert report.ran_values(run, {"model.init_args.lr": 0.001}) == {"model.init_args.lr": 0.003}
+    (run / "config.yaml").write_text(yaml.safe_dump({
+        "seed_everything": 3, "model": {"class_path": "x.Y", "init_args": {"rounds": 1, "prune_rate": 0.2}}}))
     trials = [{"name": "trial_000", "version": "trial_000", "status": "finished", "params": params,
                "metrics": {"lottery/es_test_acc": 0.9}}]
     report.report(tmp_path, {"metric": {"name": "lottery/es_test_acc"}}, trials)

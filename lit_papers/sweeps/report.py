@@ -39,20 +39,32 @@ def report(folder: Path, cfg: dict, trials: list[dict]) -> None:
 
 def ran_values(run: Path, params: dict) -> dict:
     """The swept keys' values a trial ran with, from `<run>/config.yaml` (dotted keys as LightningCLI
-    nests them); the sweep's value for a key the config does not hold or a run that wrote no config."""
+    nests them; a key from before the settings groups, `model.init_args.lr`, is read at its new place,
+    `model.init_args.optim.lr`); the sweep's value for a key the config does not hold or a run that
+    wrote no config."""
     try:
         config = yaml.safe_load((run / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
         config = None
     out = {}
     for key, value in params.items():
-        node = config
-        for part in key.split("."):
-            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
-            if node is _MISSING:
-                break
+        node = _lookup(config, key)
+        if node is _MISSING:
+            from lit_papers.core import renamed_keys  # here: lit_papers.core imports torch, the report need not
+
+            moved = renamed_keys.rewrite_flags([f"--{key}"], notice=lambda *_, **__: None)[0][2:]
+            node = _lookup(config, moved) if moved != key else _MISSING
         out[key] = value if node is _MISSING else node
     return out
+
+
+def _lookup(config, key: str):
+    node = config
+    for part in key.split("."):
+        node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        if node is _MISSING:
+            break
+    return node
 
 
 def ran_records(folder: Path, trials: list[dict]) -> list[dict]:
