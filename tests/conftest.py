@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -15,6 +16,17 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 PAPER_CONFIGS = sorted((REPO / "configs" / "paper").glob("*.yaml"))
+
+
+class StopAtEpoch(Callback):
+    """Stops a fit at the end of epoch `epoch` (a run cut short, to resume)."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, module):
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
 
 
 def printed_model_args(args: list[str], capsys) -> tuple[dict, str]:
@@ -28,6 +40,21 @@ def printed_model_args(args: list[str], capsys) -> tuple[dict, str]:
     assert exit_.value.code in (0, None)
     out = capsys.readouterr()
     return yaml.safe_load(out.out)["model"]["init_args"], out.err
+
+
+def refused_then_upgraded(config_args: list[str], path: Path, text: str, capsys) -> tuple[str, str]:
+    """`text` (a config with keys from before the settings groups) written to `path` and given as
+    `fit <config_args> --config path`: refused with exit 2 naming upgrade-config; then
+    `upgrade-config path --in-place`. Returns (the refusal's stderr, the upgraded text)."""
+    from lit_papers.cli import main
+
+    path.write_text(text)
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", *config_args, "--config", str(path), "--print_config"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "upgrade-config" in err
+    main(["upgrade-config", str(path), "--in-place"])
+    return err, path.read_text()
 
 
 @pytest.fixture

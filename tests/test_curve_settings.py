@@ -5,7 +5,7 @@ built from the group has the network the flat arguments gave."""
 from __future__ import annotations
 
 import pytest
-from conftest import REPO, printed_model_args
+from conftest import REPO, printed_model_args, refused_then_upgraded
 
 from lit_papers.cli import main
 from lit_papers.mode_connectivity import CurveModule
@@ -60,16 +60,10 @@ def test_the_new_flags_and_a_whole_group(monkeypatch, capsys):
 def test_an_old_config_file_is_refused_then_upgraded(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     path = tmp_path / "old.yaml"
-    path.write_text(OLD)
-    with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", CONFIG, "--config", str(path), "--print_config"])
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and "upgrade-config" in err
+    err, text = refused_then_upgraded(["--config", CONFIG], path, OLD, capsys)
     for old, new in (("curve", "kind"), ("num_bends", "num_bends"), ("endpoint_epochs", "endpoint_epochs"),
                      ("endpoint_seeds", "endpoint_seeds"), ("endpoint_lr", "endpoint_lr")):
         assert f"model.init_args.{old} -> model.init_args.curve.{new}" in err
-    main(["upgrade-config", str(path), "--in-place"])
-    text = path.read_text()
     assert "# the curve" in text and "kind: polychain   # broken line" in text
     curve, _ = _curve(["--config", str(path)], capsys)
     assert Curve.of(curve) == Curve(kind="polychain", num_bends=2, endpoint_epochs=3, endpoint_seeds=(4, 5),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
-from conftest import REPO, printed_model_args
+from conftest import REPO, printed_model_args, refused_then_upgraded
 
 from lit_papers.cli import main
 from lit_papers.core import Optim
@@ -58,17 +58,11 @@ def test_an_old_name_lands_in_the_group_name(monkeypatch, capsys):
 def test_an_old_deq_config_file_is_refused_then_upgraded(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     path = tmp_path / "old_deq.yaml"
-    path.write_text(OLD_DEQ)
-    with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", str(path), "--print_config"])
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2
+    err, text = refused_then_upgraded([], path, OLD_DEQ, capsys)
     for old, new in [("solver", "solver.name"), ("max_iter", "solver.max_iter"),
                      ("backward_max_iter", "backward.max_iter"), ("phantom_tau", "backward.phantom_tau"),
                      ("jac_weight", "jacobian.weight"), ("jac_freq", "jacobian.freq")]:
         assert f"model.init_args.{old} -> model.init_args.{new}" in err
-    main(["upgrade-config", str(path), "--in-place"])
-    text = path.read_text()
     assert "# the forward solve" in text and "max_iter: 7   # the hook's budget" in text
     init, _ = printed_model_args(["--config", str(path)], capsys)
     assert Solver.of(init["solver"]) == Solver(name="broyden", max_iter=9)

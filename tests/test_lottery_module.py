@@ -5,6 +5,7 @@ import json
 import lightning as L
 import pytest
 import torch
+from conftest import StopAtEpoch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lit_papers.core import Optim
@@ -43,15 +44,6 @@ class StopAtStep(Callback):
 
     def on_train_batch_end(self, trainer, *args):
         if trainer.global_step == self.step:
-            trainer.should_stop = True
-
-
-class StopAtEpoch(Callback):
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_train_epoch_end(self, trainer, module):
-        if trainer.current_epoch == self.epoch:
             trainer.should_stop = True
 
 

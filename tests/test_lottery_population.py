@@ -6,6 +6,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from conftest import StopAtEpoch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lit_papers.core import Optim
@@ -166,15 +167,6 @@ class LevelStarts(Callback):
                 moments = [v for state in opt.state.values() for v in state.values() if torch.is_tensor(v)]
                 self.at[lvl] = dict(state=module.member_nets.copy_members(), masks=module.masks(),
                                     fresh_optimizer=all(bool((v == 0).all()) for v in moments))
-
-
-class StopAtEpoch(Callback):
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_train_epoch_end(self, trainer, module):
-        if trainer.current_epoch == self.epoch:
-            trainer.should_stop = True
 
 
 def test_study_levels_reset_survivors_to_theta0_bit_exact_and_controls_follow_their_ticket():

@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 import yaml
-from conftest import REPO, printed_model_args
+from conftest import REPO, printed_model_args, refused_then_upgraded
 
 from lit_papers.cli import main
 from lit_papers.neural_ode import CNFModule, DensityMatchingModule, LatentODEModule, NeuralODEModule, ODESolve
@@ -47,16 +47,10 @@ def test_an_old_flag_lands_in_the_group(monkeypatch, capsys):
 def test_an_old_config_file_is_refused_then_upgraded(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     path = tmp_path / "old.yaml"
-    path.write_text(OLD)
-    with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", "configs/latent_ode.yaml", "--config", str(path), "--print_config"])
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2
+    err, text = refused_then_upgraded(["--config", "configs/latent_ode.yaml"], path, OLD, capsys)
     for key in ("method", "step_size", "rtol", "adjoint"):
         assert f"model.init_args.{key} -> model.init_args.ode.{key}" in err
-    assert "upgrade-config" in err
-    main(["upgrade-config", str(path), "--in-place"])
-    assert "# a fixed-step solve" in path.read_text() and "method: rk4   # four evaluations a step" in path.read_text()
+    assert "# a fixed-step solve" in text and "method: rk4   # four evaluations a step" in text
     ode = printed_model_args(["--config", "configs/latent_ode.yaml", "--config", str(path)], capsys)[0]["ode"]
     # the upgraded file's keys, and latent_ode.yaml's atol under them
     assert ODESolve.of(ode) == ODESolve(method="rk4", step_size=0.05, rtol=0.01, atol=1e-4, adjoint=True)

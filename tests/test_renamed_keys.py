@@ -11,10 +11,9 @@ import lightning
 import pytest
 import torch
 import yaml
-from conftest import REPO, printed_model_args
+from conftest import REPO, printed_model_args, refused_then_upgraded
 
 import lit_papers.modules  # noqa: F401  (every module)
-from lit_papers.cli import main
 from lit_papers.core import Optim, renamed_keys
 from lit_papers.core.settings import Group
 from lit_papers.errors import UsageError
@@ -115,14 +114,9 @@ def test_an_old_flag_notice_names_the_new_flag(capsys):
 def test_an_old_config_file_is_refused_then_upgraded(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     path = tmp_path / "old.yaml"
-    path.write_text(OLD)
-    with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", str(path), "--print_config"])
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2
-    assert "model.init_args.lr -> model.init_args.optim.lr" in err and "upgrade-config" in err
-    main(["upgrade-config", str(path), "--in-place"])
-    assert "# the optimizer" in path.read_text()
+    err, text = refused_then_upgraded([], path, OLD, capsys)
+    assert "model.init_args.lr -> model.init_args.optim.lr" in err
+    assert "# the optimizer" in text
     optim = printed_model_args(["--config", str(path)], capsys)[0]["optim"]
     assert Optim.of(optim) == Optim(name="sgd", lr=0.05, milestones=[0.3, 0.6], schedule="step", gamma=0.5)
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from .chunked_steps import ChunkedSteps
+from .chunked_steps import ChunkedSteps, PartSteps
 from .classifier import ClassifierModule
 from .member_metrics import MemberSums, log_members, member_stats
 
 
-class ChunkedClassifierModule(ClassifierModule):
+class ChunkedClassifierModule(PartSteps, ClassifierModule):
     """`ClassifierModule` with `steps_per_call` optimizer steps per Lightning `training_step`.
 
     Args (the others are ClassifierModule's): `step_capture` and `steps_per_call`, as in `ChunkedSteps`.
@@ -46,20 +46,7 @@ class ChunkedClassifierModule(ClassifierModule):
         """The step capture actually running (`none` on a CPU whatever was asked)."""
         return self.stepper.mode
 
-    # -- wiring ------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        self.stepper.setup(self.trainer, stage)
-
-    def check_trainer(self, trainer) -> None:
-        self.stepper.check_trainer(self, trainer)
-
-    def configure_optimizers(self):
-        return self.stepper.hparams_optimizers(self)
-
-    def training_step(self, batch, batch_idx: int) -> None:
-        self.stepper.training_step(self, batch, batch_idx)
-
+    # -- wiring: setup, check_trainer, configure_optimizers, training_step are PartSteps' ------
     def on_train_epoch_end(self) -> None:
         values = self.stepper.epoch_values()
         if values is not None:  # train/loss is already logged per call

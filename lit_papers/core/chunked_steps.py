@@ -1,9 +1,9 @@
 """`ChunkedSteps`: S optimizer steps per Lightning `training_step`, eager, compiled or captured.
 
 A part that a LightningModule holds, not a base class: the module keeps its own loss and networks,
-and its `training_step`, `configure_optimizers` and `setup` hand over to the part (see
-`ChunkedClassifierModule` and `PopulationModule` for the few lines that wire it). What the part
-asks of the module (the seam):
+and its `training_step`, `configure_optimizers` and `setup` hand over to the part (`PartSteps`
+below is those four lines, mixed into `ChunkedClassifierModule` and `PopulationModule`). What the
+part asks of the module (the seam):
 
 - `member_losses(x, y) -> (losses (K,), correct (K,))`: the differentiable mean loss and the
   correct count of each of its K members on one minibatch (K = 1 for one network), and
@@ -38,6 +38,25 @@ from .step_capture import STEP_CAPTURE, GraphStep, make_capturable, resolve_capt
 from .step_chunks import StepChunks
 
 _CAPTURABLE = ("adam", "adamw")  # optimizers whose step takes a tensor lr inside a CUDA graph
+
+
+class PartSteps:
+    """Mixin for a LightningModule whose steps are its `self.stepper` (a `ChunkedSteps`, with
+    `automatic_optimization = False`): Lightning's hooks handed to the part, and the optimizer built
+    from the module's `optim` group. Put it before the LightningModule base."""
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        self.stepper.setup(self.trainer, stage)
+
+    def check_trainer(self, trainer) -> None:
+        self.stepper.check_trainer(self, trainer)
+
+    def configure_optimizers(self):
+        return self.stepper.hparams_optimizers(self)
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        self.stepper.training_step(self, batch, batch_idx)
 
 
 def _capturable(optimizer: torch.optim.Optimizer) -> bool:

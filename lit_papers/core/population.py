@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .chunked_steps import ChunkedSteps
+from .chunked_steps import ChunkedSteps, PartSteps
 from .classifier import ClassifierModule
 from .figures import run_dir, save_figure
 from .member_metrics import MemberSums, log_members, member_stats
@@ -26,7 +26,7 @@ from .stacked_members import StackedMembers
 __all__ = ["PopulationModule", "StackedMembers"]
 
 
-class PopulationModule(ClassifierModule):
+class PopulationModule(PartSteps, ClassifierModule):
     """`population` independent classifiers of one architecture trained in one process.
 
     Every member sees the same batches and differs by its initialisation seed; it is the run that
@@ -111,22 +111,12 @@ class PopulationModule(ClassifierModule):
 
     # -- wiring: the steps are the part's, the masks are applied by Lightning's step hooks -----
     def setup(self, stage: str) -> None:
-        super().setup(stage)
-        self.stepper.setup(self.trainer, stage)
+        super().setup(stage)  # PartSteps readies the part
         dm = getattr(self.trainer, "datamodule", None)
         wanted = getattr(dm, "num_members", None)
         if wanted is not None and wanted != self.num_members:
             raise ValueError(f"the datamodule holds labels for {wanted} members but model.population is "
                              f"{self.num_members}; make them equal")
-
-    def check_trainer(self, trainer) -> None:
-        self.stepper.check_trainer(self, trainer)
-
-    def configure_optimizers(self):
-        return self.stepper.hparams_optimizers(self)
-
-    def training_step(self, batch, batch_idx: int) -> None:
-        self.stepper.training_step(self, batch, batch_idx)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         self.net.mask_grads_()
