@@ -91,7 +91,7 @@ class LitPapersCLI(LightningCLI):
             # A config file's `base:` files go before it as --config (config_bases.py).
             argv, given = config_bases.expand(list(argv))
             argv = renamed_keys.rewrite_flags(argv)  # keys from before the settings groups
-            renamed_keys.check_files(renamed_keys.config_files(argv))
+            renamed_keys.check_files(config_bases.config_paths(argv))
             printing = print_config_request(argv)
             if printing is not None:
                 argv = [a for a in argv if a != printing[0]]

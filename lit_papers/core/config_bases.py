@@ -83,15 +83,12 @@ def expand(argv: Sequence[str]) -> tuple[list[str], list[bool]]:
         if arg == f"--{KEY}" or (isinstance(arg, str) and arg.startswith(f"--{KEY}=")):
             raise UsageError(f"--{KEY} is read from config files only: give a base on the command line as "
                              f"--config BASE --config FILE.")
-        value = None
-        if arg in _CONFIG_FLAGS and i + 1 < len(argv):
-            flag, value, i = arg, argv[i + 1], i + 2
-        elif isinstance(arg, str) and arg.startswith("--config="):
-            flag, value, i = "--config", arg.split("=", 1)[1], i + 1
-        else:
+        given_config = _config_arg(argv, i)
+        if given_config is None:
             out.append(arg)
             i += 1
             continue
+        flag, value, i = given_config
         path = Path(value)
         files = chain(path) if path.suffix in (".yaml", ".yml", ".json") and path.is_file() else [path]
         for base in files[:-1]:
@@ -99,6 +96,30 @@ def expand(argv: Sequence[str]) -> tuple[list[str], list[bool]]:
         out += [flag, value]
         given += [False] * (len(files) - 1) + [True]
     return out, given
+
+
+def config_paths(argv: Sequence[str]) -> list[Path]:
+    """The existing files `argv` gives as config files (`--config FILE`, `-c FILE`, `--config=FILE`)."""
+    paths, i = [], 0
+    while i < len(argv):
+        given_config = _config_arg(argv, i)
+        if given_config is None:
+            i += 1
+            continue
+        _, value, i = given_config
+        if Path(value).is_file():
+            paths.append(Path(value))
+    return paths
+
+
+def _config_arg(argv: Sequence[str], i: int) -> tuple[str, str, int] | None:
+    """(flag, value, index after them) when argv[i] gives a config file; None otherwise."""
+    arg = argv[i]
+    if arg in _CONFIG_FLAGS and i + 1 < len(argv):
+        return arg, argv[i + 1], i + 2
+    if isinstance(arg, str) and arg.startswith("--config="):
+        return "--config", arg.split("=", 1)[1], i + 1
+    return None
 
 
 def drop_bases(config, given: list[bool]) -> None:

@@ -86,20 +86,26 @@ def rewrite_flags(argv: Sequence[str], notice=print) -> list[str]:
 
 
 # -- config files ---------------------------------------------------------------------------------
+def _model_args(model: Mapping) -> tuple[Mapping, str]:
+    """(the module's arguments, their dotted prefix) of a config's `model` block."""
+    if isinstance(model.get("init_args"), Mapping):
+        return model["init_args"], "model.init_args."
+    return model, "model."
+
+
+def _moved(args: Mapping) -> list[tuple[str, str]]:
+    """(old key, new dotted key) of the moved keys among a module's arguments."""
+    moved = [(str(key), renamed(str(key), value, value_known=True)) for key, value in args.items()]
+    return [(key, new) for key, new in moved if new is not None]
+
+
 def old_keys(config: Mapping) -> list[tuple[str, str]]:
     """(old dotted key, new dotted key) for every moved key in a parsed config file's `model` block."""
     model = config.get("model") if isinstance(config, Mapping) else None
     if not isinstance(model, Mapping):
         return []
-    args, prefix = model, "model."
-    if isinstance(model.get("init_args"), Mapping):
-        args, prefix = model["init_args"], "model.init_args."
-    found = []
-    for key, value in args.items():
-        new = renamed(str(key), value, value_known=True)
-        if new is not None:
-            found.append((prefix + str(key), prefix + new))
-    return found
+    args, prefix = _model_args(model)
+    return [(prefix + key, prefix + new) for key, new in _moved(args)]
 
 
 def upgrade_mapping(config: Mapping) -> dict:
@@ -109,26 +115,22 @@ def upgrade_mapping(config: Mapping) -> dict:
     model = config.get("model")
     if not isinstance(model, Mapping):
         return config
-    model = dict(model)
-    config["model"] = model
-    holder, prefix = model, "model."
-    if isinstance(model.get("init_args"), Mapping):
-        holder, prefix = dict(model["init_args"]), "model.init_args."
+    model = config["model"] = dict(model)
+    args, prefix = _model_args(model)
+    holder = dict(args)
+    if args is model:
+        config["model"] = holder
+    else:
         model["init_args"] = holder
-    moved = [(key, renamed(str(key), holder[key], value_known=True)) for key in holder]
-    moved = [(key, new) for key, new in moved if new is not None]
-    given = {group: dict(holder[group]) for group in {new.split(".")[0] for _, new in moved}
-             if isinstance(holder.get(group), Mapping)}
-    for key, new in moved:
-        group, field = new.split(".", 1)
-        if field in given.get(group, {}):
-            raise UsageError(f"{prefix}{key} and {prefix}{new} both set one setting: keep {prefix}{new}")
-    groups = dict(given)
+    moved = _moved(holder)
+    groups = {group: dict(holder[group]) for group in {new.split(".")[0] for _, new in moved}
+              if isinstance(holder.get(group), Mapping)}  # groups the file also gives in the new form
     for key, new in moved:  # a name moving into its group (solver: broyden) included
         group, field = new.split(".", 1)
+        if field in groups.get(group, {}):
+            raise UsageError(f"{prefix}{key} and {prefix}{new} both set one setting: keep {prefix}{new}")
         groups.setdefault(group, {})[field] = holder.pop(key)
-    for group, fields in groups.items():
-        holder[group] = fields
+    holder.update(groups)
     return config
 
 
@@ -136,20 +138,6 @@ def upgrade_hparams(hparams: Mapping) -> dict:
     """A module's saved hyper-parameters (a checkpoint's `hyper_parameters`) with the moved keys put
     into their groups: what the module takes now."""
     return upgrade_mapping({"model": {"init_args": dict(hparams)}})["model"]["init_args"]
-
-
-def config_files(argv: Sequence[str]) -> list[Path]:
-    """The existing files `argv` gives as `--config FILE`, `-c FILE` or `--config=FILE`."""
-    files = []
-    for i, arg in enumerate(argv):
-        value = None
-        if arg in ("--config", "-c") and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif isinstance(arg, str) and arg.startswith("--config="):
-            value = arg.split("=", 1)[1]
-        if value is not None and Path(value).is_file():
-            files.append(Path(value))
-    return files
 
 
 def check_files(paths: Iterable[Path]) -> None:
