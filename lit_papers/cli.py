@@ -25,6 +25,7 @@ from lit_papers.core.derived_args import fill_data_derived, print_config_request
 from lit_papers.core.console import LayerSummary, announce_folder, announce_result, progress_bar, quiet_lightning
 from lit_papers.core.guards import NonFiniteGuard
 from lit_papers.core.last_checkpoint import LastCheckpoint
+from lit_papers.core.load_module import checkpoint_hparams
 from lit_papers.core.predictions import PredictionsFile
 from lit_papers.core.preemption import STOP_SIGNALS, Preemption
 from lit_papers.core.rng_state import RngState
@@ -145,10 +146,7 @@ class LitPapersCLI(LightningCLI):
         """What Lightning's `_parse_ckpt_path` does, for a checkpoint written before the settings groups:
         its flat keys (`lr`, `max_iter`, ...) are read into the groups (renamed_keys.py). False when the
         checkpoint uses the groups already (Lightning then reads it)."""
-        import torch
-
-        hparams = dict(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters")
-                       or {})
+        hparams = checkpoint_hparams(ckpt)
         hparams.pop("_instantiator", None)
         if not renamed_keys.old_keys({"model": {"init_args": hparams}}):
             return False

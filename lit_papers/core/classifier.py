@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Optional
 
 import lightning as L
@@ -51,6 +52,11 @@ class ClassifierModule(LeanHookNames, L.LightningModule):
         self.train_acc = RunningAccuracy()  # updated every training step: the cheap one
         self.val_acc = MulticlassAccuracy(num_classes or 2, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes or 2, average="micro")
+
+    @cached_property
+    def optim(self) -> Optim:
+        """The `optim` group (hparams hold it as a dict), built once: schedules read it every step."""
+        return Optim.of(self.hparams.optim)
 
     # -- construction ------------------------------------------------------------------------
     def build_network(self) -> nn.Module:

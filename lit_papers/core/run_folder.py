@@ -100,15 +100,11 @@ def check_checkpoint_module(path: Path, class_path: str | None) -> None:
 
     Without it Lightning reads the checkpoint's class into the config and silently trains that
     module instead, under the other config's experiment name."""
-    import torch
+    from .load_module import checkpoint_hparams  # torch: imported when a checkpoint is named
 
     if not class_path:
         return
-    try:  # mmap: only the small hyper-parameter record is read, not the weights
-        hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
-    except Exception:  # noqa: BLE001 - an unreadable file is reported where it is loaded
-        return
-    written_by = hparams.get("_class_path")
+    written_by = checkpoint_hparams(path).get("_class_path")
     if written_by and _class_of(written_by) is not _class_of(class_path):
         raise UsageError(f"--ckpt_path {path} was written by {written_by}, but this command builds "
                          f"{class_path}. Resume it with the config of the run that wrote it "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Optional
 
 import torch
@@ -78,11 +79,16 @@ class DEQModule(SolverLogging, ClassifierModule):
         loss, logits, y, _ = self.deq_step(batch)
         return loss, logits, y
 
+    @cached_property
+    def jacobian(self) -> JacobianPenalty:
+        """The `jacobian` group (hparams hold it as a dict), built once: every training step reads it."""
+        return JacobianPenalty.of(self.hparams.jacobian)
+
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self.net.deq.pretraining = self.global_step < self.hparams.pretrain_steps
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        jac = JacobianPenalty.of(self.hparams.jacobian)
+        jac = self.jacobian
         compute_jac = jac.weight > 0 and not self.net.deq.pretraining and (
             jac.freq >= 1.0 or torch.rand(()).item() < jac.freq)
         loss, logits, y, info = self.deq_step(batch, compute_jac)

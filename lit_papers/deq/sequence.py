@@ -7,6 +7,7 @@ The corpus is the dataset documentation that ships inside scikit-learn (`sklearn
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from pathlib import Path
 from typing import Optional
 
@@ -134,11 +135,16 @@ class DEQSequenceModule(SolverLogging, L.LightningModule):
         logits, info = self(tokens, compute_jac)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten()), info
 
+    @cached_property
+    def jacobian(self) -> JacobianPenalty:
+        """The `jacobian` group (hparams hold it as a dict), built once: every training step reads it."""
+        return JacobianPenalty.of(self.hparams.jacobian)
+
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self.net["deq"].pretraining = self.global_step < self.hparams.pretrain_steps
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        jac = JacobianPenalty.of(self.hparams.jacobian)
+        jac = self.jacobian
         compute_jac = jac.weight > 0 and not self.net["deq"].pretraining and (
             jac.freq >= 1.0 or torch.rand(()).item() < jac.freq)
         loss, info = self.step(batch, compute_jac)

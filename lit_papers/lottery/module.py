@@ -151,7 +151,7 @@ class LotteryTicketModule(ClassifierModule):
 
     def configure_optimizers(self):
         """A fresh optimizer and per-step schedule over this level (resumed at its offset)."""
-        optim = Optim.of(self.hparams.optim)
+        optim = self.optim
         opt, factor = optim.build(self.parameters()), optim.factor()
         total, offset, warmup = self.plan.round_steps, self.plan.offset(self.level), self.hparams.warmup_steps
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from functools import partial
+from functools import cached_property, partial
 from typing import Optional
 
 import torch
@@ -76,9 +76,9 @@ class CurveModule(ClassifierModule):
         super().__init__(arch, arch_kwargs, num_classes, input_shape, optim)
         keep_groups(self, curve=Curve)
 
-    @property
+    @cached_property
     def curve(self) -> Curve:
-        """The `curve` group of the hyper-parameters."""
+        """The `curve` group of the hyper-parameters, built once."""
         return Curve.of(self.hparams.curve)
 
     # -- construction ------------------------------------------------------------------------
@@ -163,10 +163,10 @@ class CurveModule(ClassifierModule):
     @property
     def weight_decay(self) -> float:
         """optim.weight_decay, which the curve's loss carries as 0.5 * wd * ||phi(t)||^2."""
-        return Optim.of(self.hparams.optim).weight_decay
+        return self.optim.weight_decay
 
     def configure_optimizers(self):
-        optim = Optim.of(self.hparams.optim)
+        optim = self.optim
         # Weight decay lives in the loss (on phi(t)), so the optimizer has none.
         opt = optim.build(list(self.net.points.parameters()), weight_decay=0.0)
         per_epoch = max(int(self.trainer.estimated_stepping_batches) // max(self.trainer.max_epochs, 1), 1)

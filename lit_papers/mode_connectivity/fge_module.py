@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Optional
 
 import torch
@@ -140,8 +141,7 @@ class FGEModule(ClassifierModule):
 
     def lr_at(self, step: int, per_epoch: int) -> float:
         """The learning rate of optimizer step `step` (`per_epoch` steps per epoch)."""
-        hp, optim = self.hparams, Optim.of(self.hparams.optim)
-        recipe = optim.factor()
+        hp, optim, recipe = self.hparams, self.optim, self._recipe
         pre = self.pretrain * per_epoch
         if step < pre:
             horizon = pre if hp.pretrain_horizon == "pretrain" else per_epoch * self.trainer.max_epochs
@@ -153,12 +153,16 @@ class FGEModule(ClassifierModule):
 
     def single_lr_at(self, step: int, total: int) -> float:
         """The single network's LR at step `step`: the ordinary recipe over all `total` steps."""
-        optim = Optim.of(self.hparams.optim)
-        base = optim.lr if self.hparams.single_lr is None else self.hparams.single_lr
-        return base * optim.factor()(step, total)
+        base = self.optim.lr if self.hparams.single_lr is None else self.hparams.single_lr
+        return base * self._recipe(step, total)
+
+    @cached_property
+    def _recipe(self):
+        """optim.schedule as factor(step, total), built once: the scheduler asks every step."""
+        return self.optim.factor()
 
     def configure_optimizers(self):
-        optim = Optim.of(self.hparams.optim)
+        optim = self.optim
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         per_epoch = max(total // max(self.trainer.max_epochs, 1), 1)
         # LambdaLR multiplies the base LR (optim.lr); the cycle sets absolute values, hence the division.
