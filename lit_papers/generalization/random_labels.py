@@ -66,9 +66,10 @@ class RandomLabelModule(ClassifierModule):
                  stop_at_fit: bool = False, eval_batch_size: int = 1000, track_test: bool = True):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if lr_decay is not None and (not 0.0 < lr_decay <= 1.0 or Optim.of(optim).schedule != "constant"):
+        schedule = Optim.of(optim).schedule
+        if lr_decay is not None and (not 0.0 < lr_decay <= 1.0 or schedule != "constant"):
             raise ValueError("lr_decay must be in (0, 1] and used with optim.schedule=constant "
-                             f"(got lr_decay={lr_decay}, optim.schedule={Optim.of(optim).schedule!r})")
+                             f"(got lr_decay={lr_decay}, optim.schedule={schedule!r})")
         if random_crop and crop is None:
             raise ValueError("random_crop needs a crop size: set crop (e.g. 28 for 32x32 CIFAR images)")
         if not 0.0 < fit_threshold <= 1.0:

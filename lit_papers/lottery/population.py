@@ -71,10 +71,11 @@ class LotteryPopulationModule(PopulationModule):
                  conv_prune_rate: Optional[float] = None, output_prune_rate: Optional[float] = None,
                  rewind_iteration: int = 0, weight_init: str = "glorot_normal", eval_every: int = 100):
         PRUNING.get(strategy), INITIALIZERS.get(weight_init)  # fail fast, listing valid names
-        if Optim.of(optim).schedule != "constant":
+        schedule = Optim.of(optim).schedule
+        if schedule != "constant":
             raise ValueError(f"{type(self).__name__} trains every level at a constant learning rate, as the "
-                             f"paper's LeNet and Conv experiments; got optim.schedule="
-                             f"{Optim.of(optim).schedule!r} (LotteryTicketModule takes a schedule)")
+                             f"paper's LeNet and Conv experiments; got optim.schedule={schedule!r} "
+                             f"(LotteryTicketModule takes a schedule)")
         seeds, controls = [int(s) for s in seeds], [str(c) for c in controls]
         bad = [c for c in controls if c not in CONTROLS]
         if bad or not controls or len(set(controls)) != len(controls):
